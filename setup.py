@@ -1,0 +1,40 @@
+from setuptools import setup
+
+# `kernels/` holds the Triton kernels and is installed as `hmr_fast.kernels`: a top-level
+# `kernels` module would shadow the `kernels` package that transformers imports.
+PACKAGES = [
+    "hmr_fast",
+    "hmr_fast.body",
+    "hmr_fast.ops",
+    "hmr_fast.models",
+    "hmr_fast.data",
+    "hmr_fast.train",
+    "hmr_fast.eval",
+    "hmr_fast.kernels",
+]
+
+setup(
+    name="hmr-fast",
+    version="0.1.0",
+    description="Fast HMR (End-to-end Recovery of Human Shape and Pose) and a fused SMPL layer",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=PACKAGES,
+    package_dir={"hmr_fast": "hmr_fast", "hmr_fast.kernels": "kernels"},
+    package_data={"hmr_fast": ["configs/*.yaml"]},
+    install_requires=[
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "opencv-python-headless>=4.8",
+        "nvtx>=0.2",
+        "tqdm>=4.60",
+        "pyyaml>=6.0",
+        "tensorboard>=2.14",
+        "smplx==0.1.28",
+    ],
+    extras_require={"test": ["pytest>=8", "pytest-benchmark>=4", "ruff>=0.5"]},
+    entry_points={"console_scripts": ["hmr-fast=hmr_fast.cli:main"]},
+)
