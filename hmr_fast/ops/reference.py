@@ -1,0 +1,285 @@
+"""Plain-PyTorch SMPL math: the oracle for the Triton kernels and the CPU path of the layer.
+
+Every function is small and pure, with the tensor shapes in its docstring (B samples,
+V vertices, J = 24 joints, L shape coefficients, K skinning weights per vertex,
+P = 207 pose-corrective inputs). The math is SMPL's (Loper et al. 2015) exactly as smplx
+computes it, reorganised to do less work:
+
+* rest joints come from a precomputed joint-shape regressor (J_regressor · shapedirs), so
+  the shaped mesh is never regressed;
+* shape and pose blend shapes are one GEMM over [β, pose feature];
+* forward kinematics runs level by level over the tree (9 levels, not 23 steps);
+* skinning reads each vertex's few nonzero weights, not a dense (V, J) product.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+# smplx adds 1e-8 to every axis-angle component before taking the norm. Matching it keeps
+# vertices identical to smplx near zero rotation.
+_SMPLX_ANGLE_EPS = 1e-8
+# Below this squared angle sin(a)/a and (1 - cos a)/a^2 use their Taylor series, which keeps
+# the gradient finite at exactly zero rotation.
+_SMALL_ANGLE_SQ = 1e-6
+
+
+class ModelTensors(NamedTuple):
+    """The constants an SMPL forward reads, in the layout every backend shares.
+
+    v_template: (V, 3).
+    blend_dirs: (L + P, V * 3): L shape directions, then the 207 pose correctives, each row
+        flattened vertex-major (index 3 * v + c), as smplx's posedirs.
+    joint_template: (J, 3) = J_regressor · v_template.
+    joint_shapedirs: (J, 3, L) = J_regressor · shapedirs.
+    parents: length-J tuple, parents[0] = -1.
+    skin_idx: (V, K) int64 joint ids of each vertex's nonzero skinning weights.
+    skin_w: (V, K) those weights, zero-padded.
+    vertex_joint_ids: (E,) int64 mesh vertices appended to the joints (smplx's 21).
+    """
+
+    v_template: torch.Tensor
+    blend_dirs: torch.Tensor
+    joint_template: torch.Tensor
+    joint_shapedirs: torch.Tensor
+    parents: tuple
+    skin_idx: torch.Tensor
+    skin_w: torch.Tensor
+    vertex_joint_ids: torch.Tensor
+
+
+def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
+    """Axis-angle to rotation matrices, smplx-compatible and differentiable at zero.
+
+    R = I + sin(a)/a · K + (1 - cos a)/a² · K², with K the cross-product matrix of the
+    (1e-8-shifted, as in smplx) axis-angle vector and a its norm.
+
+    Args:
+        axis_angle: (N, 3).
+    Returns:
+        (N, 3, 3) rotation matrices.
+    """
+    shifted = axis_angle + _SMPLX_ANGLE_EPS
+    angle_sq = (shifted * shifted).sum(-1)
+    small = angle_sq < _SMALL_ANGLE_SQ
+    safe_sq = torch.where(small, torch.ones_like(angle_sq), angle_sq)
+    angle = safe_sq.sqrt()
+    half_sin = torch.sin(0.5 * angle)
+    # (1 - cos a)/a² written as 2 sin²(a/2)/a² stays accurate for small a in fp32.
+    sin_term = torch.where(small, 1.0 - angle_sq / 6.0 + angle_sq * angle_sq / 120.0,
+                           torch.sin(angle) / angle)
+    cos_term = torch.where(small, 0.5 - angle_sq / 24.0 + angle_sq * angle_sq / 720.0,
+                           2.0 * half_sin * half_sin / safe_sq)
+    # smplx builds K from the unshifted vector over the shifted norm: K(θ)/a.
+    kx, ky, kz = axis_angle.unbind(-1)
+    zeros = torch.zeros_like(kx)
+    k = torch.stack([zeros, -kz, ky, kz, zeros, -kx, -ky, kx, zeros], dim=-1).view(-1, 3, 3)
+    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device)
+    return eye + sin_term[:, None, None] * k + cos_term[:, None, None] * (k @ k)
+
+
+def pose_feature(rot_mats: torch.Tensor) -> torch.Tensor:
+    """Pose-corrective input vec(R_j - I) for the 23 non-root joints.
+
+    Args:
+        rot_mats: (B, 24, 3, 3).
+    Returns:
+        (B, 207).
+    """
+    eye = torch.eye(3, dtype=rot_mats.dtype, device=rot_mats.device)
+    return (rot_mats[:, 1:] - eye).reshape(rot_mats.shape[0], -1)
+
+
+def rest_joints(betas: torch.Tensor, joint_template: torch.Tensor,
+                joint_shapedirs: torch.Tensor) -> torch.Tensor:
+    """Rest-pose joints from the precomputed joint-shape regressor.
+
+    J_regressor · (v_template + shapedirs · β) = J_template + J_shapedirs · β.
+
+    Args:
+        betas: (B, L).
+        joint_template: (J, 3) = J_regressor · v_template.
+        joint_shapedirs: (J, 3, L) = J_regressor · shapedirs.
+    Returns:
+        (B, J, 3).
+    """
+    return joint_template + torch.einsum("bl,jcl->bjc", betas, joint_shapedirs)
+
+
+def blend_shapes(betas: torch.Tensor, pose_feat: torch.Tensor, v_template: torch.Tensor,
+                 blend_dirs: torch.Tensor) -> torch.Tensor:
+    """Shape and pose blend shapes as one GEMM over [β, pose feature].
+
+    Args:
+        betas: (B, L).
+        pose_feat: (B, P).
+        v_template: (V, 3).
+        blend_dirs: (L + P, V * 3), shapedirs rows first, then smplx's posedirs layout.
+    Returns:
+        v_posed: (B, V, 3), stored vertex-major ((V, 3, B) in memory) for `skin`.
+    """
+    coeffs = torch.cat([betas, pose_feat], dim=1)
+    # Transposed GEMM: the (V*3, B) result is the layout skinning wants, at no extra pass.
+    offsets = torch.addmm(v_template.reshape(-1, 1), blend_dirs.t(), coeffs.t())
+    return offsets.view(-1, 3, coeffs.shape[0]).permute(2, 0, 1)
+
+
+def tree_levels(parents: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Group joints by depth in the kinematic tree.
+
+    Args:
+        parents: length J, parents[0] = -1, every other parent an earlier joint.
+    Returns:
+        levels[d] = joints at depth d (the root alone at depth 0).
+    """
+    depth = [0] * len(parents)
+    for j in range(1, len(parents)):
+        if not 0 <= parents[j] < j:
+            raise ValueError(
+                f"kintree_table: parent of joint {j} must be an earlier joint, got {parents[j]}")
+        depth[j] = depth[parents[j]] + 1
+    levels: list[list[int]] = [[] for _ in range(max(depth) + 1)]
+    for j, d in enumerate(depth):
+        levels[d].append(j)
+    return tuple(tuple(level) for level in levels)
+
+
+@functools.lru_cache(maxsize=16)
+def _level_plan(parents: tuple[int, ...]):
+    """Per level: (joint ids, their parents' positions in the breadth-first order), and the
+    permutation from breadth-first order back to joint order."""
+    levels = tree_levels(parents)
+    bfs = [j for level in levels for j in level]
+    pos = {j: i for i, j in enumerate(bfs)}
+    steps = tuple((level, tuple(pos[parents[j]] for j in level)) for level in levels[1:])
+    return levels[0], steps, tuple(pos[j] for j in range(len(parents)))
+
+
+def forward_kinematics(rot_mats: torch.Tensor, joints: torch.Tensor, parents: tuple[int, ...]):
+    """World transforms by composing local ones level by level over the tree.
+
+    G_j = G_parent(j) · [R_j | J_j - J_parent(j)];  A_j = [G_j^R | G_j^t - G_j^R J_j].
+
+    Args:
+        rot_mats: (B, J, 3, 3) local rotations.
+        joints: (B, J, 3) rest joints.
+        parents: length J tuple, parents[0] = -1.
+    Returns:
+        posed_joints: (B, J, 3) world joint positions (G_j^t).
+        rel_transforms: (B, J, 3, 4) skinning transforms A_j.
+    """
+    roots, steps, to_joint_order = _level_plan(tuple(parents))
+    batch, num_joints = joints.shape[:2]
+    rel_joints = torch.cat([joints[:, :1], joints[:, 1:] - joints[:, list(parents[1:])]], dim=1)
+    # Local transforms as (B, J, 4, 4) so one matmul composes rotation and translation.
+    bottom = joints.new_zeros(batch, num_joints, 1, 4)
+    bottom[..., 3] = 1.0
+    local = torch.cat([torch.cat([rot_mats, rel_joints[..., None]], dim=-1), bottom], dim=-2)
+    world = local[:, list(roots), :3]  # (B, n, 3, 4), grows in breadth-first order
+    for level, parent_pos in steps:
+        world = torch.cat([world, world[:, list(parent_pos)] @ local[:, list(level)]], dim=1)
+    world = world[:, list(to_joint_order)]
+    rot, posed_joints = world[..., :3], world[..., 3]
+    corr = posed_joints - (rot @ joints[..., None])[..., 0]
+    return posed_joints, torch.cat([rot, corr[..., None]], dim=-1)
+
+
+def skin(v_posed: torch.Tensor, rel_transforms: torch.Tensor, skin_idx: torch.Tensor,
+         skin_w: torch.Tensor) -> torch.Tensor:
+    """Linear blend skinning over each vertex's K nonzero weights.
+
+    v_i = Σ_k w_ik · A_{j_ik} · [v_posed_i; 1]. The per-vertex blend Σ_k w_ik A_{j_ik} is one
+    weighted `embedding_bag` over a (J, 12·B) table: a fused gather-and-sum over the compact
+    weights that never forms the dense (V, J) product.
+
+    Args:
+        v_posed: (B, V, 3).
+        rel_transforms: (B, J, 3, 4).
+        skin_idx: (V, K) int64 joint ids of the nonzero weights.
+        skin_w: (V, K) the weights (zero padding where a vertex has fewer than K).
+    Returns:
+        (B, V, 3).
+    """
+    batch, num_joints = rel_transforms.shape[:2]
+    num_verts = skin_idx.shape[0]
+    # Table row j holds A_j ordered (column m, row c, sample b), so blended[:, m] is (V, 3, B).
+    table = rel_transforms.permute(1, 3, 2, 0).reshape(num_joints, 12 * batch)
+    blended = F.embedding_bag(skin_idx, table, per_sample_weights=skin_w, mode="sum")
+    blended = blended.view(num_verts, 4, 3, batch)
+    v = v_posed.permute(1, 2, 0)  # (V, 3, B)
+    out = torch.addcmul(blended[:, 3], blended[:, 0], v[:, 0:1])
+    out = out.addcmul_(blended[:, 1], v[:, 1:2]).addcmul_(blended[:, 2], v[:, 2:3])
+    return out.permute(2, 0, 1)
+
+
+def weak_perspective(points: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
+    """HMR's weak-perspective projection: translate, then scale.
+
+    x̂ = s · (X_xy + t), in [-1, 1] crop coordinates.
+
+    Args:
+        points: (B, N, 3).
+        camera: (B, 3) = [s, tx, ty].
+    Returns:
+        (B, N, 2).
+    """
+    return camera[:, None, :1] * (points[..., :2] + camera[:, None, 1:])
+
+
+def vertex_subset(model: ModelTensors, vertex_ids: torch.Tensor) -> ModelTensors:
+    """The model restricted to some vertices (keypoint mode skins only these).
+
+    Args:
+        model: full model tensors.
+        vertex_ids: (S,) int64 mesh vertex ids.
+    Returns:
+        ModelTensors over S vertices; vertex_joint_ids re-indexed into the subset.
+    """
+    cols = (vertex_ids[:, None] * 3 + torch.arange(3, device=vertex_ids.device)).reshape(-1)
+    position = torch.full((model.v_template.shape[0],), -1, dtype=torch.long,
+                          device=vertex_ids.device)
+    position[vertex_ids] = torch.arange(vertex_ids.numel(), device=vertex_ids.device)
+    return ModelTensors(
+        v_template=model.v_template[vertex_ids].contiguous(),
+        blend_dirs=model.blend_dirs[:, cols].contiguous(),
+        joint_template=model.joint_template,
+        joint_shapedirs=model.joint_shapedirs,
+        parents=model.parents,
+        skin_idx=model.skin_idx[vertex_ids].contiguous(),
+        skin_w=model.skin_w[vertex_ids].contiguous(),
+        vertex_joint_ids=position[model.vertex_joint_ids],
+    )
+
+
+def smpl_forward(model: ModelTensors, betas: torch.Tensor, rot_mats: torch.Tensor,
+                 transl: torch.Tensor | None = None,
+                 keypoint_regressor: torch.Tensor | None = None):
+    """The whole SMPL forward.
+
+    Args:
+        model: ModelTensors (possibly a `vertex_subset`).
+        betas: (B, L).
+        rot_mats: (B, J, 3, 3) local rotations, root first.
+        transl: (B, 3) or None.
+        keypoint_regressor: (Q, V) over the model's vertices, or None.
+    Returns:
+        vertices: (B, V, 3).
+        joints: (B, J + E, 3): FK joints, then the vertex joints.
+        keypoints: (B, Q, 3) or None.
+    """
+    joints = rest_joints(betas, model.joint_template, model.joint_shapedirs)
+    v_posed = blend_shapes(betas, pose_feature(rot_mats), model.v_template, model.blend_dirs)
+    posed_joints, rel = forward_kinematics(rot_mats, joints, model.parents)
+    vertices = skin(v_posed, rel, model.skin_idx, model.skin_w)
+    if transl is not None:
+        vertices = vertices + transl[:, None]
+        posed_joints = posed_joints + transl[:, None]
+    joints = torch.cat([posed_joints, vertices[:, model.vertex_joint_ids]], dim=1)
+    keypoints = None
+    if keypoint_regressor is not None:
+        keypoints = torch.einsum("qv,bvc->bqc", keypoint_regressor, vertices)
+    return vertices, joints, keypoints
