@@ -36,7 +36,9 @@ VERTEX_JOINT_IDS = (
 NUM_SMPLX_JOINTS = NUM_JOINTS + len(VERTEX_JOINT_IDS)  # 45
 
 # Left/right mirror of the 24 SMPL joints; axis-angle y and z components are negated too.
-SMPL_FLIP_PERM = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22)
+SMPL_FLIP_PERM = (
+    0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22,
+)
 
 # SPIN's J24 keypoint order (the `part` and `S` arrays of its npz files).
 J24_NAMES = (
