@@ -186,7 +186,7 @@ class SMPLLayer(nn.Module):
             raise ValueError(f"vertex_ids: ids {bad} outside [0, {self.num_vertices})")
         self.register_buffer("vertex_joint_ids", torch.tensor(ids, dtype=torch.long),
                              persistent=False)
-        self.keypoint_regressor = None
+        self.register_buffer("keypoint_regressor", None, persistent=False)
         self._subset_cache: dict = {}
         if keypoint_regressor is not None:
             self.set_keypoint_regressor(keypoint_regressor)
@@ -307,10 +307,7 @@ class SMPLLayer(nn.Module):
                     and regressor == "hmr" else
                     torch.as_tensor(_as_dense_regressor(regressor, self.num_vertices,
                                                         "keypoint_regressor"), dtype=self.dtype))
-            if "keypoint_regressor" in self._buffers:
-                del self._buffers["keypoint_regressor"]
-            self.register_buffer("keypoint_regressor",
-                                 rows.to(self.v_template.device), persistent=False)
+            self.keypoint_regressor = rows.to(self.v_template.device)
         self._subset_cache.clear()
 
     def _keypoint_mode(self):
