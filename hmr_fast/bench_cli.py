@@ -22,12 +22,12 @@ MODES = ("forward", "forward_backward")
 
 
 def model_file(model_path: str | None = None) -> str:
-    """The model file both sides load: the user's, or the procedural body written to npz."""
+    """The model file both sides load: the user's, or the procedural body written to a pickle (smplx reads only pickles)."""
     if model_path:
         return model_path
     from hmr_fast.body.procedural import write_procedural_model
 
-    path = Path(tempfile.gettempdir()) / f"hmr_fast_bench_{os.getuid()}" / "SMPL_NEUTRAL.npz"
+    path = Path(tempfile.gettempdir()) / f"hmr_fast_bench_{os.getuid()}" / "SMPL_NEUTRAL.pkl"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_procedural_model(path)

@@ -286,3 +286,16 @@ def test_state_moves_with_to(pair):
     model = SMPL(ours.model_path).double()
     out = model(body_pose=random_axis_angle(1, 23).double())
     assert out.vertices.dtype == torch.float64
+
+
+def test_default_is_the_procedural_body_and_matches_smplx(tmp_path, monkeypatch):
+    from hmr_fast.body.procedural import write_procedural_model
+
+    monkeypatch.delenv("HMR_FAST_SMPL_DIR", raising=False)
+    path = write_procedural_model(tmp_path / "SMPL_NEUTRAL.pkl") or tmp_path / "SMPL_NEUTRAL.pkl"
+    ours = SMPL()
+    assert ours.model_path is None and ours.faces.shape == (13776, 3)
+    assert ours.skin_idx.shape[1] <= 4
+    ref = smplx.SMPL(str(path))
+    compare(ref, ours, body_pose=random_axis_angle(3, 23, math.pi),
+            global_orient=random_axis_angle(3, 1), betas=torch.randn(3, 10))
