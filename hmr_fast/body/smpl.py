@@ -32,7 +32,8 @@ _FLOAT_DTYPES = (torch.float32, torch.float64)
 
 @dataclass
 class SMPLOutput:
-    """The fields of smplx's `SMPLOutput`, plus `keypoints` when a regressor is set."""
+    """The fields of smplx's `SMPLOutput`, plus `keypoints` when a regressor is set and the
+    weak-perspective projections when `forward` was given a `camera`."""
 
     vertices: torch.Tensor | None = None
     joints: torch.Tensor | None = None
@@ -43,6 +44,8 @@ class SMPLOutput:
     betas: torch.Tensor | None = None
     body_pose: torch.Tensor | None = None
     keypoints: torch.Tensor | None = None
+    projected_joints: torch.Tensor | None = None
+    projected_keypoints: torch.Tensor | None = None
 
     def __getitem__(self, key):
         return getattr(self, key)
@@ -231,9 +234,11 @@ class SMPLLayer(nn.Module):
         blend_dirs = np.concatenate(
             [shapedirs.reshape(-1, num_betas).T, posedirs.reshape(-1, posedirs.shape[-1]).T])
 
-        def buf(name, array, persistent=True, dt=dtype):
-            self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(array), dtype=dt),
-                                 persistent=persistent)
+        # Model constants stay out of state_dict: the model file is their source of truth,
+        # and HMR checkpoints would otherwise carry ~20 MB of them.
+        def buf(name, array, dt=dtype):
+            self.register_buffer(name, torch.tensor(np.ascontiguousarray(array), dtype=dt),
+                                 persistent=False)
 
         buf("v_template", v_tmpl)
         buf("blend_dirs", blend_dirs)
@@ -245,7 +250,7 @@ class SMPLLayer(nn.Module):
         buf("skin_idx", skin_idx, dt=torch.long)
         buf("skin_w", skin_w)
         buf("parents", np.asarray(self.parents_tuple), dt=torch.long)
-        buf("faces_tensor", faces, persistent=False, dt=torch.long)
+        buf("faces_tensor", faces, dt=torch.long)
         self.faces = faces
         self.num_vertices = num_verts
         self.num_joints_kinematic = num_joints
@@ -324,7 +329,7 @@ class SMPLLayer(nn.Module):
             if self.keypoint_regressor is not None:
                 sub_regressor = self.keypoint_regressor[:, ids].contiguous()
             cached = (ids, sub_regressor)
-            self._subset_cache = {key: cached}
+            self._subset_cache[key] = cached
         ids, sub_regressor = cached
         return reference.vertex_subset(self.model_tensors(), ids), sub_regressor
 
@@ -348,12 +353,14 @@ class SMPLLayer(nn.Module):
         if value.dim() < 1 or not any(tail == s for s in shapes):
             expected = " or ".join("(B, " + ", ".join(map(str, s)) + ")" for s in shapes)
             raise ValueError(f"{name}: expected shape {expected}, got {tuple(value.shape)}")
-        if self.check_inputs and not torch.isfinite(value).all():
+        # A data-dependent branch would break a torch.compile graph; compiled callers opt out.
+        if self.check_inputs and not torch.compiler.is_compiling() \
+                and not torch.isfinite(value).all():
             raise ValueError(f"{name}: contains NaN or inf (pass check_inputs=False to skip "
                              "this check)")
         return value.shape[0]
 
-    def _prepare(self, betas, body_pose, global_orient, transl, pose2rot: bool):
+    def _prepare(self, betas, body_pose, global_orient, transl, camera, pose2rot: bool):
         device = self.v_template.device
         if pose2rot:
             pose_shapes, orient_shapes = [(self.NUM_BODY_JOINTS * 3,)], [(3,)]
@@ -361,9 +368,10 @@ class SMPLLayer(nn.Module):
             pose_shapes = [(self.NUM_BODY_JOINTS, 3, 3), (self.NUM_BODY_JOINTS * 9,)]
             orient_shapes = [(1, 3, 3), (3, 3), (9,)]
         inputs = {"betas": betas, "body_pose": body_pose, "global_orient": global_orient,
-                  "transl": transl}
+                  "transl": transl, "camera": camera}
         shapes = {"betas": [(n,) for n in range(1, self.num_betas + 1)],
-                  "body_pose": pose_shapes, "global_orient": orient_shapes, "transl": [(3,)]}
+                  "body_pose": pose_shapes, "global_orient": orient_shapes, "transl": [(3,)],
+                  "camera": [(3,)]}
         sizes = {}
         for name, value in inputs.items():
             if value is None:
@@ -383,13 +391,13 @@ class SMPLLayer(nn.Module):
     # ----------------------------------------------------------------------------- forward
     def forward(self, betas=None, body_pose=None, global_orient=None, transl=None,
                 return_verts: bool = True, return_full_pose: bool = False,
-                pose2rot: bool = False, **kwargs) -> SMPLOutput:
+                pose2rot: bool = False, camera=None, **kwargs) -> SMPLOutput:
         return self._run(betas, body_pose, global_orient, transl, return_verts,
-                         return_full_pose, pose2rot)
+                         return_full_pose, pose2rot, camera)
 
     def _run(self, betas, body_pose, global_orient, transl, return_verts, return_full_pose,
-             pose2rot) -> SMPLOutput:
-        batch = self._prepare(betas, body_pose, global_orient, transl, pose2rot)
+             pose2rot, camera=None) -> SMPLOutput:
+        batch = self._prepare(betas, body_pose, global_orient, transl, camera, pose2rot)
         device, dtype = self.v_template.device, self.dtype
         if pose2rot:
             if global_orient is None:
@@ -418,36 +426,38 @@ class SMPLLayer(nn.Module):
                                    body_pose.reshape(batch, self.NUM_BODY_JOINTS, 3, 3)], dim=1)
         if transl is not None:
             transl = transl.expand(batch, 3)
-        # A joint mapper sees joints before translation, as in smplx.
-        kernel_transl = transl if self.joint_mapper is None else None
-        vertices, joints, keypoints = self._backend_forward(
-            betas, full_pose, kernel_transl, pose2rot, return_verts)
-        if self.joint_mapper is not None:
+        if camera is not None:
+            camera = camera.expand(batch, 3)
+        mapped = self.joint_mapper is not None
+        # A joint mapper sees joints before translation, as in smplx; projection then waits.
+        vertices, joints, keypoints, proj_joints, proj_keypoints = self._backend_forward(
+            betas, full_pose, None if mapped else transl, pose2rot, return_verts,
+            None if mapped else camera)
+        if mapped:
             joints = self.joint_mapper(joints)
             if transl is not None:
                 joints = joints + transl[:, None]
                 vertices = None if vertices is None else vertices + transl[:, None]
                 keypoints = None if keypoints is None else keypoints + transl[:, None]
+            if camera is not None:
+                proj_joints = reference.weak_perspective(joints, camera)
+                proj_keypoints = None if keypoints is None else reference.weak_perspective(
+                    keypoints, camera)
         return SMPLOutput(
             vertices=vertices if return_verts else None, joints=joints,
             full_pose=full_pose if return_full_pose else None, global_orient=global_orient,
-            transl=transl, betas=betas, body_pose=body_pose, keypoints=keypoints)
+            transl=transl, betas=betas, body_pose=body_pose, keypoints=keypoints,
+            projected_joints=proj_joints, projected_keypoints=proj_keypoints)
 
     def _resolve_backend(self, tensor: torch.Tensor) -> str:
         if self.backend != "auto":
             return self.backend
         return "triton" if tensor.is_cuda else "torch"
 
-    def _backend_forward(self, betas, full_pose, transl, pose2rot, return_verts):
-        backend = self._resolve_backend(betas)
-        if backend == "triton":
-            from hmr_fast.ops.smpl_triton import smpl_forward_triton
-
-            vertices, joints, keypoints, _, _ = smpl_forward_triton(
-                self.model_tensors(), betas, full_pose, transl, pose2rot=pose2rot,
-                return_verts=return_verts, keypoint_regressor=self.keypoint_regressor,
-                camera=None)
-            return vertices, joints, keypoints
+    def _backend_forward(self, betas, full_pose, transl, pose2rot, return_verts, camera):
+        """(vertices, joints, keypoints, projected joints, projected keypoints)."""
+        if self._resolve_backend(betas) == "triton":
+            return self._triton_forward(betas, full_pose, transl, pose2rot, return_verts, camera)
         if pose2rot:
             rot_mats = reference.rodrigues(full_pose.reshape(-1, 3)).view(-1, 24, 3, 3)
         else:
@@ -461,7 +471,28 @@ class SMPLLayer(nn.Module):
         if return_verts:
             # Skinning leaves a vertex-major layout; callers expect smplx's contiguous one.
             vertices = vertices.contiguous()
-        return vertices, joints, keypoints
+        proj_joints = proj_keypoints = None
+        if camera is not None:
+            proj_joints = reference.weak_perspective(joints, camera)
+            if keypoints is not None:
+                proj_keypoints = reference.weak_perspective(keypoints, camera)
+        return vertices, joints, keypoints, proj_joints, proj_keypoints
+
+    def _triton_forward(self, betas, full_pose, transl, pose2rot, return_verts, camera):
+        from hmr_fast.ops import smpl_triton
+
+        # Plans (kernel tables, the keypoint-mode vertex subset) are built once per mode and
+        # kept here, so a torch.compile'd caller traces no host-side table building.
+        key = ("triton_plan", bool(return_verts), self.v_template.device, self.dtype)
+        plan = self._subset_cache.get(key)
+        if plan is None:
+            plan = smpl_triton.get_plan(self.model_tensors(), self.keypoint_regressor,
+                                        vertices=bool(return_verts))
+            self._subset_cache[key] = plan
+        return smpl_triton.smpl_forward_triton(
+            self.model_tensors(), betas, full_pose, transl, pose2rot=pose2rot,
+            return_verts=return_verts, keypoint_regressor=self.keypoint_regressor,
+            camera=camera, plan=plan)
 
     def extra_repr(self) -> str:
         source = self.model_path or "embedded procedural body"
@@ -495,7 +526,7 @@ class SMPL(SMPLLayer):
 
     def forward(self, betas=None, body_pose=None, global_orient=None, transl=None,
                 return_verts: bool = True, return_full_pose: bool = False,
-                pose2rot: bool = True, **kwargs) -> SMPLOutput:
+                pose2rot: bool = True, camera=None, **kwargs) -> SMPLOutput:
         params = self._parameters
         betas = betas if betas is not None else params.get("betas")
         body_pose = body_pose if body_pose is not None else params.get("body_pose")
@@ -503,7 +534,7 @@ class SMPL(SMPLLayer):
             "global_orient")
         transl = transl if transl is not None else params.get("transl")
         return self._run(betas, body_pose, global_orient, transl, return_verts,
-                         return_full_pose, pose2rot)
+                         return_full_pose, pose2rot, camera)
 
 
 def create(model_path=None, model_type: str = "smpl", **kwargs) -> SMPL:

@@ -1,0 +1,868 @@
+"""Fused Triton SMPL: host launchers, autograd and torch.library registration.
+
+Public API:
+
+* ``smpl_forward_triton(model, betas, pose, transl, *, pose2rot, return_verts,
+  keypoint_regressor, camera, tf32=False, plan=None)`` -> (vertices or None, joints (B, 45, 3),
+  keypoints or None, projected joints or None, projected keypoints or None). Differentiable
+  w.r.t. betas, pose (axis-angle through Rodrigues, or the rotation matrices), transl and
+  camera; the model constants get no gradient.
+* ``make_plan(model, keypoint_regressor, vertices=...)`` / ``get_plan`` (cached): everything
+  the kernels need besides the per-call inputs. With ``vertices=False`` (keypoint mode) the
+  plan holds ``reference.vertex_subset`` of the model over only the vertices the 21 vertex
+  joints and the keypoint regressor's nonzero columns touch, so only those are skinned.
+  ``smpl_forward_triton`` builds it through ``get_plan`` (cached on the tensors' data_ptr and
+  version) unless ``plan=`` is given; under ``torch.compile(fullgraph=True)`` pass ``plan=``
+  (get_plan is hidden from dynamo, which means a graph break).
+
+Launches: forward 3 (skeleton, vertex, readout+projection), backward 3 (readout, vertex,
+skeleton); see kernels/smpl_fwd.py and kernels/smpl_bwd.py. The vertex backward writes
+per-split partial sums to (NSPLIT, B, ...) buffers; the skeleton backward kernel sums them
+(no atomics, no torch reduction).
+
+Ops: ``torch.ops.hmr_fast.smpl_fwd`` / ``smpl_bwd``, registered with
+``torch.library.triton_op`` + ``wrap_triton`` when the kernels are compiled (CUDA), so
+torch.compile and inductor see the kernels; the autograd formula is attached with
+``torch.library.register_autograd``. Under ``TRITON_INTERPRET=1`` ``wrap_triton`` cannot trace
+interpreted kernels (it returns them unchanged, and fake tensors would then be launched), so
+the same bodies are registered as opaque ``torch.library.custom_op``s with a fake
+implementation (the body with launches skipped for fake tensors).
+
+Precision: fp32 ``tl.dot`` uses input_precision="ieee" (exact fp32 products, CUDA cores);
+the default path matches the float64 reference to ~1e-6 m. ``tf32=True`` switches the blend-
+shape GEMMs (forward and backward) to TF32 tensor cores. Its error, emulated on CPU by rounding
+[beta, pose feature] and blend_dirs to TF32 (10-bit mantissa, round to nearest) on the
+procedural body (B = 256, betas ~ 1.5 sd, joint angles ~ 0.6 rad): vertex error max 1.4e-4 m,
+mean 1.1e-5 m, i.e. above the 2e-5 m budget, hence opt-in (not yet measured on a GPU; the
+interpreter ignores input_precision). fp64 uses broadcast multiply-sums instead of ``tl.dot``.
+"""
+
+import importlib
+import importlib.util
+import pathlib
+import sys
+from typing import NamedTuple, Optional
+
+import torch
+
+from hmr_fast.ops import reference
+from hmr_fast.ops.reference import ModelTensors
+
+_OP_NAMESPACE = "hmr_fast"
+
+
+def kernels_package():
+    """The ``hmr_fast.kernels`` package (setup.py maps it to the top-level kernels/ folder).
+
+    In a source checkout that was not pip-installed the mapping does not exist yet, so the
+    folder is loaded under that name by hand.
+    """
+    try:
+        return importlib.import_module("hmr_fast.kernels")
+    except ModuleNotFoundError:
+        folder = pathlib.Path(__file__).resolve().parents[2] / "kernels"
+        spec = importlib.util.spec_from_file_location(
+            "hmr_fast.kernels", folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+        if spec is None or not (folder / "__init__.py").exists():
+            raise
+        pkg = importlib.util.module_from_spec(spec)
+        sys.modules["hmr_fast.kernels"] = pkg
+        spec.loader.exec_module(pkg)
+        return pkg
+
+
+kernels_package()
+from hmr_fast.kernels import smpl_bwd as _kb  # noqa: E402
+from hmr_fast.kernels import smpl_fwd as _kf  # noqa: E402
+
+
+def _is_interpreted(kernel) -> bool:
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(kernel, InterpretedFunction)
+
+
+# Decided once, when the kernels were defined (TRITON_INTERPRET must be set before that).
+INTERPRETED = _is_interpreted(_kf._smpl_vertex_fwd_kernel)
+_BLOCK_J = _kf.NUM_JOINT_SLOTS
+# Tests set this to allocate every kernel output NaN-filled, so an element a kernel fails to
+# write shows up as NaN.
+FILL_OUTPUTS_WITH_NAN = False
+# Tests set this to run the GPU block sizes (and vertex splits) under the interpreter.
+USE_GPU_BLOCKS = False
+_NUM_POSE_FEATURES_PER_JOINT = 9
+
+
+class TritonPlan(NamedTuple):
+    """Model constants and readout tables for one (model, keypoint regressor, mode).
+
+    model: the ModelTensors the vertex kernels run over (the full model, or in keypoint mode
+        its vertex subset); contiguous, skin_idx int64.
+    parent: (J,) int32, the root's parent stored as 0.
+    depth: (J,) int32 depth in the kinematic tree.
+    desc: (32, 32) model dtype, desc[d, j] = 1 if joint d is in the subtree of j.
+    ndepth: number of tree levels.
+    u_idx: (NU,) int32 vertices (rows of the vertex buffer) the readout reads.
+    vert_to_u: (Vm,) int32 readout slot of each vertex of the vertex buffer, -1 if none.
+    rout: (E + Q, NU) readout matrix: E one-hot vertex-joint rows, then the keypoint regressor.
+    num_keypoints: Q (0 without a keypoint regressor).
+    vertices: True if the plan skins the full mesh (vertices are returned).
+    """
+
+    model: ModelTensors
+    parent: torch.Tensor
+    depth: torch.Tensor
+    desc: torch.Tensor
+    ndepth: int
+    u_idx: torch.Tensor
+    vert_to_u: torch.Tensor
+    rout: torch.Tensor
+    num_keypoints: int
+    vertices: bool
+
+
+def _tree_tables(parents: tuple, dtype: torch.dtype, device: torch.device):
+    """(parent, depth, descendant matrix, number of levels) for the kernels."""
+    levels = reference.tree_levels(tuple(parents))
+    num_joints = len(parents)
+    if num_joints > _BLOCK_J:
+        raise ValueError(f"model.parents: at most {_BLOCK_J} joints supported, got {num_joints}")
+    depth = [0] * num_joints
+    for d, level in enumerate(levels):
+        for j in level:
+            depth[j] = d
+    desc = torch.zeros(_BLOCK_J, _BLOCK_J, dtype=dtype)
+    for d in range(num_joints):
+        a = d
+        while a >= 0:
+            desc[d, a] = 1.0
+            a = parents[a]
+    parent = torch.tensor([max(p, 0) for p in parents], dtype=torch.int32)
+    return (
+        parent.to(device),
+        torch.tensor(depth, dtype=torch.int32, device=device),
+        desc.to(device),
+        len(levels),
+    )
+
+
+def _as_dense_regressor(regressor, num_vertices: int, dtype, device) -> torch.Tensor:
+    if hasattr(regressor, "toarray"):  # scipy.sparse
+        regressor = regressor.toarray()
+    reg = torch.as_tensor(regressor).to(device=device, dtype=dtype)
+    if reg.dim() != 2 or reg.shape[1] != num_vertices:
+        raise ValueError(
+            f"keypoint_regressor: expected shape (Q, {num_vertices}), got {tuple(reg.shape)}"
+        )
+    return reg
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, ModelTensors):
+        raise TypeError(f"model: expected reference.ModelTensors, got {type(model).__name__}")
+    num_vertices = model.v_template.shape[0]
+    if model.blend_dirs.dim() != 2 or model.blend_dirs.shape[1] != 3 * num_vertices:
+        raise ValueError(
+            f"model.blend_dirs: expected (L + P, {3 * num_vertices}), "
+            f"got {tuple(model.blend_dirs.shape)}"
+        )
+    if model.skin_idx.shape != model.skin_w.shape or model.skin_idx.shape[0] != num_vertices:
+        raise ValueError(
+            f"model.skin_idx/skin_w: expected matching ({num_vertices}, K), got "
+            f"{tuple(model.skin_idx.shape)} and {tuple(model.skin_w.shape)}"
+        )
+
+
+def make_plan(model: ModelTensors, keypoint_regressor=None, *, vertices: bool = True) -> TritonPlan:
+    """Build the kernels' tables for a model (see TritonPlan).
+
+    Args:
+        model: the full model.
+        keypoint_regressor: (Q, V) dense tensor/array, scipy.sparse matrix, or None.
+        vertices: False for keypoint mode (skin only the vertices the readout needs).
+    """
+    _check_model(model)
+    dtype, device = model.v_template.dtype, model.v_template.device
+    num_vertices = model.v_template.shape[0]
+    vj = model.vertex_joint_ids.to(device=device, dtype=torch.long).reshape(-1)
+    if keypoint_regressor is not None:
+        reg = _as_dense_regressor(keypoint_regressor, num_vertices, dtype, device)
+        cols = torch.nonzero(reg.abs().sum(0) > 0).reshape(-1)
+    else:
+        reg = torch.zeros(0, num_vertices, dtype=dtype, device=device)
+        cols = vj.new_zeros(0)
+    ids = torch.unique(torch.cat([vj, cols]))
+    num_u = ids.numel()
+    pos = torch.full((num_vertices,), -1, dtype=torch.long, device=device)
+    pos[ids] = torch.arange(num_u, device=device)
+    rout = torch.zeros(vj.numel() + reg.shape[0], num_u, dtype=dtype, device=device)
+    rout[torch.arange(vj.numel(), device=device), pos[vj]] = 1.0
+    rout[vj.numel() :] = reg[:, ids]
+    if vertices:
+        run_model = model
+        u_idx, vert_to_u = ids, pos
+    else:
+        run_model = reference.vertex_subset(model, ids)
+        u_idx = vert_to_u = torch.arange(num_u, device=device)
+    run_model = run_model._replace(
+        v_template=run_model.v_template.contiguous(),
+        blend_dirs=run_model.blend_dirs.contiguous(),
+        joint_template=run_model.joint_template.contiguous(),
+        joint_shapedirs=run_model.joint_shapedirs.contiguous(),
+        skin_idx=run_model.skin_idx.to(torch.int64).contiguous(),
+        skin_w=run_model.skin_w.contiguous(),
+    )
+    parent, depth, desc, ndepth = _tree_tables(tuple(model.parents), dtype, device)
+    return TritonPlan(
+        run_model,
+        parent,
+        depth,
+        desc,
+        ndepth,
+        u_idx.to(torch.int32),
+        vert_to_u.to(torch.int32),
+        rout.contiguous(),
+        int(reg.shape[0]),
+        bool(vertices),
+    )
+
+
+_PLAN_CACHE: dict = {}
+_PLAN_CACHE_SIZE = 16
+
+
+def _tensor_key(t):
+    if not isinstance(t, torch.Tensor):
+        return ("obj", id(t))
+    return (t.data_ptr(), t._version, tuple(t.shape), t.dtype, str(t.device))
+
+
+@torch.compiler.disable
+def get_plan(model: ModelTensors, keypoint_regressor=None, *, vertices: bool = True) -> TritonPlan:
+    """make_plan, cached on the tensors' storage, version, shape, dtype and device (so an
+    in-place change of a model tensor rebuilds it)."""
+    key = (
+        tuple(_tensor_key(t) for t in model if isinstance(t, torch.Tensor)),
+        tuple(model.parents),
+        None if keypoint_regressor is None else _tensor_key(keypoint_regressor),
+        bool(vertices),
+    )
+    plan = _PLAN_CACHE.get(key)
+    if plan is None:
+        plan = make_plan(model, keypoint_regressor, vertices=vertices)
+        if len(_PLAN_CACHE) >= _PLAN_CACHE_SIZE:
+            _PLAN_CACHE.pop(next(iter(_PLAN_CACHE)))
+        _PLAN_CACHE[key] = plan
+    return plan
+
+
+# ----------------------------------------------------------------------------------- launch
+
+
+def _require_launchable(*tensors: torch.Tensor) -> None:
+    """Compiled Triton kernels need CUDA tensors; the interpreter runs on CPU tensors."""
+    if INTERPRETED:
+        return
+    for t in tensors:
+        if t.device.type != "cuda":
+            raise RuntimeError(
+                f"Triton SMPL kernels need CUDA tensors (got a tensor on {t.device}); to run "
+                "them on CPU tensors set TRITON_INTERPRET=1 before hmr_fast.kernels is "
+                "imported, or use the torch backend"
+            )
+
+
+def _is_fake(t: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import is_fake
+
+    return is_fake(t)
+
+
+def _launch(kernel, grid, *args, **meta) -> None:
+    if INTERPRETED:
+        # Interpreted kernels cannot be traced; in the fake implementation only the output
+        # allocation matters.
+        if any(isinstance(a, torch.Tensor) and _is_fake(a) for a in args):
+            return
+        kernel[grid](*args, **meta)
+    else:
+        from torch.library import wrap_triton
+
+        wrap_triton(kernel)[grid](*args, **meta)
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def _interp_block_b(batch: int) -> int:
+    # The interpreter pays per op per program: few, wide programs.
+    return min(max(_pow2(batch), 16), 64)
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4  # only reached with USE_GPU_BLOCKS under the interpreter
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _dot_settings(dtype: torch.dtype, tf32: bool):
+    use_dot = dtype == torch.float32
+    prec = "tf32" if (tf32 and use_dot) else "ieee"
+    return use_dot, prec
+
+
+def _fwd_impl(
+    betas: torch.Tensor,
+    pose: torch.Tensor,
+    transl: torch.Tensor,
+    camera: torch.Tensor,
+    v_template: torch.Tensor,
+    blend_dirs: torch.Tensor,
+    joint_template: torch.Tensor,
+    joint_shapedirs: torch.Tensor,
+    skin_idx: torch.Tensor,
+    skin_w: torch.Tensor,
+    parent: torch.Tensor,
+    depth: torch.Tensor,
+    desc: torch.Tensor,
+    u_idx: torch.Tensor,
+    vert_to_u: torch.Tensor,
+    rout: torch.Tensor,
+    ndepth: int,
+    num_keypoints: int,
+    pose2rot: bool,
+    tf32: bool,
+) -> tuple[
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+]:
+    """-> (verts (B, Vm, 3), joints (B, J+E, 3), keypoints (B, Q, 3), projected joints
+    (B, J+E, 2), projected keypoints (B, Q, 2), world (B, J, 12), rel (B, J, 12),
+    coeffs (B, L + 9 (J-1))); the last three are saved for the backward."""
+    _require_launchable(betas, pose, transl, camera, v_template, blend_dirs, skin_idx, rout)
+    batch, num_betas = betas.shape
+    num_joints = joint_template.shape[0]
+    num_verts, num_skin = skin_idx.shape
+    num_coeffs = blend_dirs.shape[0]
+    num_rows, num_u = rout.shape
+    num_kp = num_keypoints
+    num_vj = num_rows - num_kp
+    new = betas.new_empty
+    coeffs = new(batch, num_coeffs)
+    world = new(batch, num_joints, 12)
+    rel = new(batch, num_joints, 12)
+    verts = new(batch, num_verts, 3)
+    joints = new(batch, num_joints + num_vj, 3)
+    kps = new(batch, num_kp, 3)
+    pj = new(batch, num_joints + num_vj, 2)
+    pk = new(batch, num_kp, 2)
+    if batch == 0:
+        return verts, joints, kps, pj, pk, world, rel, coeffs
+    if FILL_OUTPUTS_WITH_NAN:
+        for t in (coeffs, world, rel, verts, joints, kps, pj, pk):
+            t.fill_(float("nan"))
+    use_dot, prec = _dot_settings(betas.dtype, tf32)
+    if INTERPRETED and not USE_GPU_BLOCKS:
+        bb = _interp_block_b(batch)
+        sk = dict(BLOCK_B=bb, BLOCK_J=_BLOCK_J, BLOCK_L=16, num_warps=4)
+        vx = dict(
+            BLOCK_B=bb,
+            BLOCK_V=min(1024, _pow2(num_verts)),
+            BLOCK_K=64 if use_dot else 16,
+            num_warps=4,
+        )
+        ro = dict(
+            BLOCK_B=min(_pow2(batch), 64), BLOCK_J=_BLOCK_J, BLOCK_R=64, BLOCK_U=64, num_warps=4
+        )
+    else:
+        sk = _kf.GPU_SKELETON_FWD if use_dot else _kf.GPU_SKELETON_FWD_F64
+        vx = _kf.GPU_VERTEX_FWD if use_dot else _kf.GPU_VERTEX_FWD_F64
+        ro = _kf.GPU_READOUT
+    _launch(
+        _kf._smpl_skeleton_fwd_kernel,
+        (triton_cdiv(batch, sk["BLOCK_B"]),),
+        pose,
+        betas,
+        joint_template,
+        joint_shapedirs,
+        parent,
+        depth,
+        coeffs,
+        world,
+        rel,
+        batch,
+        num_betas,
+        num_joints,
+        ndepth,
+        ROT_INPUT=not pose2rot,
+        **sk,
+    )
+    grid = (triton_cdiv(num_verts, vx["BLOCK_V"]), triton_cdiv(batch, vx["BLOCK_B"]))
+    _launch(
+        _kf._smpl_vertex_fwd_kernel,
+        grid,
+        coeffs,
+        blend_dirs,
+        v_template,
+        skin_idx,
+        skin_w,
+        rel,
+        transl,
+        verts,
+        batch,
+        num_verts,
+        num_coeffs,
+        num_skin,
+        num_joints,
+        USE_DOT=use_dot,
+        PREC=prec,
+        **vx,
+    )
+    # Empty outputs still need a valid pointer.
+    kps_buf = kps if num_kp else joints
+    pk_buf = pk if num_kp else pj
+    _launch(
+        _kf._smpl_readout_fwd_kernel,
+        (triton_cdiv(batch, ro["BLOCK_B"]),),
+        world,
+        transl,
+        verts,
+        u_idx,
+        rout,
+        camera,
+        joints,
+        kps_buf,
+        pj,
+        pk_buf,
+        batch,
+        num_verts,
+        num_joints,
+        num_vj,
+        num_kp,
+        num_u,
+        **ro,
+    )
+    return verts, joints, kps, pj, pk, world, rel, coeffs
+
+
+def _bwd_impl(
+    g_verts: Optional[torch.Tensor],  # noqa: UP045 (typing form: older torch schema parsing)
+    g_joints: torch.Tensor,
+    g_kps: torch.Tensor,
+    g_pj: torch.Tensor,
+    g_pk: torch.Tensor,
+    betas: torch.Tensor,
+    pose: torch.Tensor,
+    camera: torch.Tensor,
+    joints: torch.Tensor,
+    kps: torch.Tensor,
+    world: torch.Tensor,
+    rel: torch.Tensor,
+    coeffs: torch.Tensor,
+    v_template: torch.Tensor,
+    blend_dirs: torch.Tensor,
+    joint_template: torch.Tensor,
+    joint_shapedirs: torch.Tensor,
+    skin_idx: torch.Tensor,
+    skin_w: torch.Tensor,
+    parent: torch.Tensor,
+    depth: torch.Tensor,
+    desc: torch.Tensor,
+    vert_to_u: torch.Tensor,
+    rout: torch.Tensor,
+    pose2rot: bool,
+    tf32: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> grads of (betas (B, L), pose (B, J*3) or (B, J*9), transl (B, 3), camera (B, 3))."""
+    _require_launchable(betas, g_joints, rel, blend_dirs)
+    batch, num_betas = betas.shape
+    num_joints = joint_template.shape[0]
+    num_verts, num_skin = skin_idx.shape
+    num_coeffs = blend_dirs.shape[0]
+    num_rows, num_u = rout.shape
+    num_kp = kps.shape[1]
+    num_vj = num_rows - num_kp
+    new = betas.new_empty
+    g_betas = new(batch, num_betas)
+    g_pose = new(pose.shape)
+    g_transl = new(batch, 3)
+    g_camera = new(batch, 3)
+    if batch == 0:
+        return g_betas, g_pose, g_transl, g_camera
+    if FILL_OUTPUTS_WITH_NAN:
+        for t in (g_betas, g_pose, g_transl, g_camera):
+            t.fill_(float("nan"))
+    use_dot, prec = _dot_settings(betas.dtype, tf32)
+    if INTERPRETED and not USE_GPU_BLOCKS:
+        bb = _interp_block_b(batch)
+        rb = dict(
+            BLOCK_B=min(_pow2(batch), 64), BLOCK_J=_BLOCK_J, BLOCK_R=64, BLOCK_U=64, num_warps=4
+        )
+        vb = dict(
+            BLOCK_B=bb,
+            BLOCK_V=min(1024, _pow2(num_verts)),
+            BLOCK_K=64 if use_dot else 16,
+            BLOCK_J=_BLOCK_J,
+            num_warps=4,
+        )
+        sb = dict(BLOCK_B=bb, BLOCK_J=_BLOCK_J, BLOCK_L=16, num_warps=4)
+        nsplit = 1
+    else:
+        rb = _kb.GPU_READOUT_BWD
+        vb = _kb.GPU_VERTEX_BWD if use_dot else _kb.GPU_VERTEX_BWD_F64
+        sb = _kb.GPU_SKELETON_BWD if use_dot else _kb.GPU_SKELETON_BWD_F64
+        num_btiles = triton_cdiv(batch, vb["BLOCK_B"])
+        num_vtiles = triton_cdiv(num_verts, vb["BLOCK_V"])
+        # About two programs per SM; each split owns a strided set of vertex tiles.
+        nsplit = max(1, min(num_vtiles, triton_cdiv(2 * _num_sms(betas.device), num_btiles)))
+
+    gfk = new(batch, num_joints, 3)
+    gu = new(batch, num_u, 3)
+    gtr = new(batch, 3)
+    grel = new(nsplit, batch, num_joints, 12)
+    gtrv = new(nsplit, batch, 3)
+    if FILL_OUTPUTS_WITH_NAN:
+        for t in (gfk, gu, gtr, grel, gtrv):
+            t.fill_(float("nan"))
+    gk_buf = g_kps if num_kp else g_joints
+    gpk_buf = g_pk if num_kp else g_pj
+    kps_buf = kps if num_kp else joints
+    _launch(
+        _kb._smpl_readout_bwd_kernel,
+        (triton_cdiv(batch, rb["BLOCK_B"]),),
+        g_joints,
+        gk_buf,
+        g_pj,
+        gpk_buf,
+        joints,
+        kps_buf,
+        camera,
+        rout,
+        gfk,
+        gu,
+        g_camera,
+        gtr,
+        batch,
+        num_joints,
+        num_vj,
+        num_kp,
+        num_u,
+        **rb,
+    )
+
+    gcoef = betas.new_zeros(nsplit, batch, num_coeffs)
+    has_gv = g_verts is not None
+    _launch(
+        _kb._smpl_vertex_bwd_kernel,
+        (nsplit, triton_cdiv(batch, vb["BLOCK_B"])),
+        coeffs,
+        blend_dirs,
+        v_template,
+        skin_idx,
+        skin_w,
+        rel,
+        g_verts if has_gv else gu,
+        gu,
+        vert_to_u,
+        gcoef,
+        grel,
+        gtrv,
+        batch,
+        num_verts,
+        num_coeffs,
+        num_skin,
+        num_joints,
+        num_u,
+        nsplit,
+        HAS_GV=has_gv,
+        USE_DOT=use_dot,
+        PREC=prec,
+        **vb,
+    )
+
+    _launch(
+        _kb._smpl_skeleton_bwd_kernel,
+        (triton_cdiv(batch, sb["BLOCK_B"]),),
+        pose,
+        betas,
+        joint_template,
+        joint_shapedirs,
+        parent,
+        depth,
+        desc,
+        world,
+        gcoef,
+        grel,
+        gtrv,
+        gfk,
+        gtr,
+        g_betas,
+        g_pose,
+        g_transl,
+        batch,
+        num_betas,
+        num_joints,
+        nsplit,
+        ROT_INPUT=not pose2rot,
+        USE_DOT=use_dot,
+        **sb,
+    )
+    return g_betas, g_pose, g_transl, g_camera
+
+
+def _register():
+    """Register hmr_fast::smpl_fwd / smpl_bwd and the autograd formula."""
+    if INTERPRETED:
+        fwd = torch.library.custom_op(f"{_OP_NAMESPACE}::smpl_fwd", mutates_args=())(_fwd_impl)
+        fwd.register_fake(_fwd_impl)
+        bwd = torch.library.custom_op(f"{_OP_NAMESPACE}::smpl_bwd", mutates_args=())(_bwd_impl)
+        bwd.register_fake(_bwd_impl)
+    else:
+        fwd = torch.library.triton_op(f"{_OP_NAMESPACE}::smpl_fwd", mutates_args=())(_fwd_impl)
+        bwd = torch.library.triton_op(f"{_OP_NAMESPACE}::smpl_bwd", mutates_args=())(_bwd_impl)
+
+    def setup_context(ctx, inputs, output):
+        (
+            betas,
+            pose,
+            _transl,
+            camera,
+            vt,
+            bd,
+            jt,
+            jsd,
+            si,
+            sw,
+            parent,
+            depth,
+            desc,
+            _u_idx,
+            vert_to_u,
+            rout,
+            _ndepth,
+            _num_kp,
+            pose2rot,
+            tf32,
+        ) = inputs
+        _verts, joints, kps, _pj, _pk, world, rel, coeffs = output
+        ctx.mark_non_differentiable(world, rel, coeffs)
+        ctx.set_materialize_grads(False)
+        ctx.pose2rot = pose2rot
+        ctx.tf32 = tf32
+        ctx.save_for_backward(
+            betas,
+            pose,
+            camera,
+            joints,
+            kps,
+            world,
+            rel,
+            coeffs,
+            vt,
+            bd,
+            jt,
+            jsd,
+            si,
+            sw,
+            parent,
+            depth,
+            desc,
+            vert_to_u,
+            rout,
+        )
+
+    def backward(ctx, g_verts, g_joints, g_kps, g_pj, g_pk, _gw, _gr, _gc):
+        (
+            betas,
+            pose,
+            camera,
+            joints,
+            kps,
+            world,
+            rel,
+            coeffs,
+            vt,
+            bd,
+            jt,
+            jsd,
+            si,
+            sw,
+            parent,
+            depth,
+            desc,
+            vert_to_u,
+            rout,
+        ) = ctx.saved_tensors
+
+        def grad_or_zeros(g, like):
+            return torch.zeros_like(like) if g is None else g.contiguous()
+
+        grads = torch.ops.hmr_fast.smpl_bwd(
+            None if g_verts is None else g_verts.contiguous(),
+            grad_or_zeros(g_joints, joints),
+            grad_or_zeros(g_kps, kps),
+            grad_or_zeros(g_pj, joints[..., :2]),
+            grad_or_zeros(g_pk, kps[..., :2]),
+            betas,
+            pose,
+            camera,
+            joints,
+            kps,
+            world,
+            rel,
+            coeffs,
+            vt,
+            bd,
+            jt,
+            jsd,
+            si,
+            sw,
+            parent,
+            depth,
+            desc,
+            vert_to_u,
+            rout,
+            ctx.pose2rot,
+            ctx.tf32,
+        )
+        return tuple(grads) + (None,) * 16
+
+    torch.library.register_autograd(
+        f"{_OP_NAMESPACE}::smpl_fwd", backward, setup_context=setup_context
+    )
+    return fwd, bwd
+
+
+_smpl_fwd_op, _smpl_bwd_op = _register()
+
+
+# ------------------------------------------------------------------------------ public entry
+
+
+def _check_tensor(name: str, t, shape: tuple, dtype: torch.dtype, device: torch.device):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of shape {shape}, got {type(t)}")
+    if t.dim() != len(shape) or any(s is not None and s != n for s, n in zip(shape, t.shape)):
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name}: expected shape {want}, got {tuple(t.shape)}")
+    if t.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype} (the model's), got {t.dtype}")
+    if t.device != device:
+        raise ValueError(f"{name}: expected device {device} (the model's), got {t.device}")
+
+
+def smpl_forward_triton(
+    model: ModelTensors,
+    betas: torch.Tensor,
+    pose: torch.Tensor,
+    transl: torch.Tensor | None = None,
+    *,
+    pose2rot: bool,
+    return_verts: bool,
+    keypoint_regressor: torch.Tensor | None = None,
+    camera: torch.Tensor | None = None,
+    tf32: bool = False,
+    plan: TritonPlan | None = None,
+):
+    """SMPL forward with the fused Triton kernels (differentiable).
+
+    Args:
+        model: the full model (ModelTensors).
+        betas: (B, L).
+        pose: (B, J*3) axis-angle (also (B, J, 3)) if pose2rot, else (B, J, 3, 3) rotation
+            matrices (also (B, J, 9)).
+        transl: (B, 3) or None.
+        pose2rot: axis-angle input.
+        return_verts: False = keypoint mode: only the vertices the 21 vertex joints and the
+            keypoint regressor read are skinned (the plan holds that vertex subset).
+        keypoint_regressor: (Q, V) over the full mesh, or None.
+        camera: (B, 3) weak-perspective [s, tx, ty] or None.
+        tf32: TF32 tensor cores for the blend-shape GEMMs (fp32 only).
+        plan: a TritonPlan from make_plan/get_plan for this model, regressor and mode; built
+            and cached here when None.
+    Returns:
+        vertices (B, V, 3) or None, joints (B, J + 21, 3), keypoints (B, Q, 3) or None,
+        projected joints (B, J + 21, 2) or None, projected keypoints (B, Q, 2) or None.
+    """
+    if plan is None:
+        _check_model(model)
+        plan = get_plan(model, keypoint_regressor, vertices=return_verts)
+    elif plan.vertices != bool(return_verts):
+        raise ValueError(
+            f"plan: built with vertices={plan.vertices} but return_verts={return_verts}"
+        )
+    m = plan.model
+    dtype, device = m.v_template.dtype, m.v_template.device
+    num_joints = m.joint_template.shape[0]
+    if not isinstance(betas, torch.Tensor) or betas.dim() != 2:
+        raise ValueError(
+            f"betas: expected shape (B, {m.joint_shapedirs.shape[2]}), got "
+            f"{tuple(betas.shape) if isinstance(betas, torch.Tensor) else betas}"
+        )
+    batch = betas.shape[0]
+    _check_tensor("betas", betas, (batch, m.joint_shapedirs.shape[2]), dtype, device)
+    if pose2rot:
+        if isinstance(pose, torch.Tensor) and pose.dim() == 3:
+            _check_tensor("pose", pose, (batch, num_joints, 3), dtype, device)
+        else:
+            _check_tensor("pose", pose, (batch, num_joints * 3), dtype, device)
+        pose_flat = pose.reshape(batch, num_joints * 3)
+    else:
+        if isinstance(pose, torch.Tensor) and pose.dim() == 3:
+            _check_tensor("pose", pose, (batch, num_joints, 9), dtype, device)
+        else:
+            _check_tensor("pose", pose, (batch, num_joints, 3, 3), dtype, device)
+        pose_flat = pose.reshape(batch, num_joints * 9)
+    if transl is None:
+        transl = betas.new_zeros(batch, 3)
+    else:
+        _check_tensor("transl", transl, (batch, 3), dtype, device)
+    cam = camera
+    if cam is None:
+        cam = betas.new_zeros(batch, 3)
+    else:
+        _check_tensor("camera", cam, (batch, 3), dtype, device)
+    verts, joints, kps, pj, pk, _w, _r, _c = torch.ops.hmr_fast.smpl_fwd(
+        betas.contiguous(),
+        pose_flat.contiguous(),
+        transl.contiguous(),
+        cam.contiguous(),
+        m.v_template,
+        m.blend_dirs,
+        m.joint_template,
+        m.joint_shapedirs,
+        m.skin_idx,
+        m.skin_w,
+        plan.parent,
+        plan.depth,
+        plan.desc,
+        plan.u_idx,
+        plan.vert_to_u,
+        plan.rout,
+        plan.ndepth,
+        plan.num_keypoints,
+        bool(pose2rot),
+        bool(tf32),
+    )
+    has_kp = keypoint_regressor is not None or plan.num_keypoints > 0
+    return (
+        verts if return_verts else None,
+        joints,
+        kps if has_kp else None,
+        pj if camera is not None else None,
+        pk if (camera is not None and has_kp) else None,
+    )

@@ -1,0 +1,702 @@
+"""Triton kernels for the SMPL backward (gradients w.r.t. betas, pose, translation, camera).
+
+Three launches, whatever the batch, in this order:
+
+1. ``_smpl_readout_bwd_kernel`` (per block of samples): the projection and readout backward:
+   camera gradient, gradient of the 24 posed joints, and the gradient of the few readout
+   vertices (E vertex joints + Q keypoint rows) as one (B, NU, 3) buffer (no scatter: the
+   readout vertices are distinct).
+2. ``_smpl_vertex_bwd_kernel`` (grid: vertex splits x sample tiles): recomputes v_posed with
+   the forward's ``tl.dot``, then per vertex tile: the translation gradient, the skinning
+   backward, the gradient of A (B, 24, 12) reduced over the tile's vertices as a ``tl.dot``
+   with the tile's dense (vertices x joints) weights, and the gradient of [beta, pose
+   feature] as a ``tl.dot`` with blend_dirs^T. Each program owns one split's rows of the
+   (NSPLIT, B, ...) partial buffers: no atomics; the blend-coefficient partials are
+   read-modify-written by their owning program only.
+3. ``_smpl_skeleton_bwd_kernel`` (per block of samples, vectorised over joints): sums the
+   NSPLIT partials (the "small reduction"), then goes back through the skinning transforms,
+   forward kinematics, rest joints and Rodrigues.
+
+Forward kinematics backward without a level loop. With S_j = dL/dG_R,j · G_R,j^T,
+S_j = sum over the subtree of j of (D_d G_R,d^T + T_d G_t,d^T) - (sum of T_d) G_t,j^T,
+where D_d, T_d are the direct gradients of joint d's world rotation and translation. So one
+product with the constant "descendant" matrix replaces the 9-level reverse sweep; then
+dL/dG_R,j = S_j G_R,j^-T and the local gradients follow from the
+parent's world rotation.
+"""
+
+import triton
+import triton.language as tl
+
+from .smpl_fwd import (
+    NUM_JOINT_SLOTS,
+    _blend_tile,
+    _load12,
+    _mm,
+    _rest_joints,
+    _rodrigues_coeffs,
+    _store12,
+    _variant,
+)
+
+GPU_READOUT_BWD = dict(BLOCK_B=4, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_R=32, BLOCK_U=32, num_warps=4)
+GPU_VERTEX_BWD = dict(BLOCK_B=16, BLOCK_V=32, BLOCK_K=16, BLOCK_J=NUM_JOINT_SLOTS, num_warps=8)
+GPU_VERTEX_BWD_F64 = dict(BLOCK_B=4, BLOCK_V=32, BLOCK_K=8, BLOCK_J=NUM_JOINT_SLOTS, num_warps=4)
+GPU_SKELETON_BWD = dict(BLOCK_B=16, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_L=8, num_warps=8)
+GPU_SKELETON_BWD_F64 = dict(BLOCK_B=2, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_L=8, num_warps=4)
+
+
+@triton.jit
+def _rodrigues_bwd(x, y, z, g00, g01, g02, g10, g11, g12, g20, g21, g22):
+    """Axis-angle gradient of R = I + s(q) K + c(q) K^2, q = |theta + 1e-8|^2."""
+    sx, sy, sz, q, small, safe, a, s, c = _rodrigues_coeffs(x, y, z)
+    ds = tl.where(small, -1.0 / 6.0 + q / 60.0, (tl.cos(a) - s) / (2.0 * safe))
+    dc = tl.where(small, -1.0 / 24.0 + q / 360.0, (0.5 * s - c) / safe)
+    tr = g00 + g11 + g22
+    gk = x * (g21 - g12) + y * (g02 - g20) + z * (g10 - g01)
+    tgt = (
+        x * (g00 * x + g01 * y + g02 * z)
+        + y * (g10 * x + g11 * y + g12 * z)
+        + z * (g20 * x + g21 * y + g22 * z)
+    )
+    gk2 = tgt - (x * x + y * y + z * z) * tr
+    coef = 2.0 * (ds * gk + dc * gk2)
+    o01 = g01 + g10
+    o02 = g02 + g20
+    o12 = g12 + g21
+    dx = coef * sx + s * (g21 - g12) + c * (2.0 * g00 * x + o01 * y + o02 * z - 2.0 * x * tr)
+    dy = coef * sy + s * (g02 - g20) + c * (o01 * x + 2.0 * g11 * y + o12 * z - 2.0 * y * tr)
+    dz = coef * sz + s * (g10 - g01) + c * (o02 * x + o12 * y + 2.0 * g22 * z - 2.0 * z * tr)
+    return dx, dy, dz
+
+
+@triton.jit
+def _readout_rows(j_ptr, k_ptr, ob2, mb2, r2, NJ, E, Q, C: tl.constexpr, comp: tl.constexpr):
+    """Component `comp` of readout rows r2: joint rows (r < E) live at NJ + r of the
+    (B, NJ + E, C) joints buffer, keypoint rows at r - E of the (B, Q, C) one."""
+    mj = mb2 & (r2 < E)
+    mk = mb2 & (r2 >= E) & (r2 < E + Q)
+    a = tl.load(j_ptr + ob2 * ((NJ + E) * C) + (NJ + r2) * C + comp, mask=mj, other=0.0)
+    b = tl.load(k_ptr + ob2 * (Q * C) + (r2 - E) * C + comp, mask=mk, other=0.0)
+    return a + b
+
+
+@triton.jit
+def _smpl_readout_bwd_kernel(
+    gj_ptr,  # (B, J + E, 3) grad of joints
+    gk_ptr,  # (B, Q, 3) grad of keypoints
+    gpj_ptr,  # (B, J + E, 2) grad of projected joints
+    gpk_ptr,  # (B, Q, 2) grad of projected keypoints
+    joints_ptr,  # (B, J + E, 3) forward joints
+    kps_ptr,  # (B, Q, 3) forward keypoints
+    camera_ptr,  # (B, 3)
+    rout_ptr,  # (E + Q, NU) readout matrix
+    gfk_ptr,  # out (B, J, 3) grad of the 24 posed joints
+    gu_ptr,  # out (B, NU, 3) grad of the readout vertices
+    gcam_ptr,  # out (B, 3)
+    gtr_ptr,  # out (B, 3) transl grad through the 24 posed joints
+    B,
+    NJ,
+    E,
+    Q,
+    NU,
+    BLOCK_B: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_U: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    ob = pid.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    mb = ob < B
+    ob2 = ob[:, None]
+    mb2 = mb[:, None]
+    NP = NJ + E
+    NR = E + Q
+    s1 = tl.load(camera_ptr + ob * 3 + 0, mask=mb, other=0.0)
+    s = s1[:, None]
+    cx = tl.load(camera_ptr + ob * 3 + 1, mask=mb, other=0.0)[:, None]
+    cy = tl.load(camera_ptr + ob * 3 + 2, mask=mb, other=0.0)[:, None]
+
+    oj = tl.arange(0, BLOCK_J)[None, :]
+    m2 = mb2 & (oj < NJ)
+    px = tl.load(gpj_ptr + ob2 * (NP * 2) + oj * 2 + 0, mask=m2, other=0.0)
+    py = tl.load(gpj_ptr + ob2 * (NP * 2) + oj * 2 + 1, mask=m2, other=0.0)
+    x = tl.load(joints_ptr + ob2 * (NP * 3) + oj * 3 + 0, mask=m2, other=0.0)
+    y = tl.load(joints_ptr + ob2 * (NP * 3) + oj * 3 + 1, mask=m2, other=0.0)
+    gx = tl.load(gj_ptr + ob2 * (NP * 3) + oj * 3 + 0, mask=m2, other=0.0) + s * px
+    gy = tl.load(gj_ptr + ob2 * (NP * 3) + oj * 3 + 1, mask=m2, other=0.0) + s * py
+    gz = tl.load(gj_ptr + ob2 * (NP * 3) + oj * 3 + 2, mask=m2, other=0.0)
+    fb = gfk_ptr + ob2 * (NJ * 3) + oj * 3
+    tl.store(fb + 0, gx, mask=m2)
+    tl.store(fb + 1, gy, mask=m2)
+    tl.store(fb + 2, gz, mask=m2)
+    tl.store(gtr_ptr + ob * 3 + 0, tl.sum(gx, axis=1), mask=mb)
+    tl.store(gtr_ptr + ob * 3 + 1, tl.sum(gy, axis=1), mask=mb)
+    tl.store(gtr_ptr + ob * 3 + 2, tl.sum(gz, axis=1), mask=mb)
+
+    # Camera: x_hat = s (X_xy + t).
+    gs = tl.sum(px * (x + cx) + py * (y + cy), axis=1)
+    gcx = tl.sum(px, axis=1)
+    gcy = tl.sum(py, axis=1)
+    for r0 in range(0, NR, BLOCK_R):
+        r2 = (r0 + tl.arange(0, BLOCK_R))[None, :]
+        px = _readout_rows(gpj_ptr, gpk_ptr, ob2, mb2, r2, NJ, E, Q, 2, 0)
+        py = _readout_rows(gpj_ptr, gpk_ptr, ob2, mb2, r2, NJ, E, Q, 2, 1)
+        x = _readout_rows(joints_ptr, kps_ptr, ob2, mb2, r2, NJ, E, Q, 3, 0)
+        y = _readout_rows(joints_ptr, kps_ptr, ob2, mb2, r2, NJ, E, Q, 3, 1)
+        gs += tl.sum(px * (x + cx) + py * (y + cy), axis=1)
+        gcx += tl.sum(px, axis=1)
+        gcy += tl.sum(py, axis=1)
+    tl.store(gcam_ptr + ob * 3 + 0, gs, mask=mb)
+    tl.store(gcam_ptr + ob * 3 + 1, s1 * gcx, mask=mb)
+    tl.store(gcam_ptr + ob * 3 + 2, s1 * gcy, mask=mb)
+
+    # Readout vertices: g_u = sum_r Rout[r, u] g_r.
+    for u0 in range(0, NU, BLOCK_U):
+        ou = u0 + tl.arange(0, BLOCK_U)
+        mu = ou < NU
+        ax = tl.zeros((BLOCK_B, BLOCK_U), dtype=gs.dtype)
+        ay = tl.zeros((BLOCK_B, BLOCK_U), dtype=gs.dtype)
+        az = tl.zeros((BLOCK_B, BLOCK_U), dtype=gs.dtype)
+        for r0 in range(0, NR, BLOCK_R):
+            orr = r0 + tl.arange(0, BLOCK_R)
+            r2 = orr[None, :]
+            rx = _readout_rows(gj_ptr, gk_ptr, ob2, mb2, r2, NJ, E, Q, 3, 0) + s * _readout_rows(
+                gpj_ptr, gpk_ptr, ob2, mb2, r2, NJ, E, Q, 2, 0
+            )
+            ry = _readout_rows(gj_ptr, gk_ptr, ob2, mb2, r2, NJ, E, Q, 3, 1) + s * _readout_rows(
+                gpj_ptr, gpk_ptr, ob2, mb2, r2, NJ, E, Q, 2, 1
+            )
+            rz = _readout_rows(gj_ptr, gk_ptr, ob2, mb2, r2, NJ, E, Q, 3, 2)
+            rm = tl.load(
+                rout_ptr + orr[:, None] * NU + ou[None, :],
+                mask=(orr < NR)[:, None] & mu[None, :],
+                other=0.0,
+            )[None, :, :]
+            ax += tl.sum(rx[:, :, None] * rm, axis=1)
+            ay += tl.sum(ry[:, :, None] * rm, axis=1)
+            az += tl.sum(rz[:, :, None] * rm, axis=1)
+        ub = gu_ptr + ob2 * (NU * 3) + ou[None, :] * 3
+        mbu = mb2 & mu[None, :]
+        tl.store(ub + 0, ax, mask=mbu)
+        tl.store(ub + 1, ay, mask=mbu)
+        tl.store(ub + 2, az, mask=mbu)
+
+
+@triton.jit
+def _rotation_col(base, mask, gx, gy, gz):
+    """Column of a gathered 3x4 transform's rotation dotted with g (three loads)."""
+    return (
+        tl.load(base + 0, mask=mask, other=0.0) * gx
+        + tl.load(base + 4, mask=mask, other=0.0) * gy
+        + tl.load(base + 8, mask=mask, other=0.0) * gz
+    )
+
+
+@triton.jit
+def _smpl_vertex_bwd_kernel(
+    coeffs_ptr,  # (B, KC) [beta, pose feature] from the forward
+    bdirs_ptr,  # (KC, V*3)
+    vt_ptr,  # (V, 3)
+    skin_idx_ptr,  # (V, K) int64
+    skin_w_ptr,  # (V, K)
+    rel_ptr,  # (B, J, 12) skinning transforms A
+    gv_ptr,  # (B, V, 3) grad of the vertices (read only when HAS_GV)
+    gu_ptr,  # (B, NU, 3) grad of the readout vertices
+    v2u_ptr,  # (V,) int32 readout slot of each vertex, -1 if none
+    gcoef_ptr,  # in/out (NSPLIT, B, KC), zero-initialised
+    grel_ptr,  # out (NSPLIT, B, J, 12)
+    gtr_ptr,  # out (NSPLIT, B, 3)
+    B,
+    V,
+    KC,
+    K,
+    NJ,
+    NU,
+    NSPLIT,
+    HAS_GV: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    PREC: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+):
+    pid_s = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    ob = pid_b.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    mb = ob < B
+    ob2 = ob[:, None]
+    mb2 = mb[:, None]
+    oj = tl.arange(0, BLOCK_J)
+    dtype = coeffs_ptr.dtype.element_ty
+    z2 = tl.zeros((BLOCK_B, BLOCK_J), dtype=dtype)
+    ga00, ga01, ga02, ga03 = z2, z2, z2, z2
+    ga10, ga11, ga12, ga13 = z2, z2, z2, z2
+    ga20, ga21, ga22, ga23 = z2, z2, z2, z2
+    gtx = tl.zeros((BLOCK_B,), dtype=dtype)
+    gty = tl.zeros((BLOCK_B,), dtype=dtype)
+    gtz = tl.zeros((BLOCK_B,), dtype=dtype)
+    row = (pid_s * B + ob2) * KC
+    for t in range(pid_s, tl.cdiv(V, BLOCK_V), NSPLIT):
+        ov = t * BLOCK_V + tl.arange(0, BLOCK_V)
+        mv = ov < V
+        m2 = mb2 & mv[None, :]
+        vx, vy, vz = _blend_tile(
+            coeffs_ptr,
+            bdirs_ptr,
+            vt_ptr,
+            ob,
+            mb,
+            ov,
+            mv,
+            V,
+            KC,
+            USE_DOT,
+            PREC,
+            BLOCK_B,
+            BLOCK_V,
+            BLOCK_K,
+        )
+        u = tl.load(v2u_ptr + ov, mask=mv, other=-1)
+        mu = m2 & (u >= 0)[None, :]
+        gub = gu_ptr + ob2 * (NU * 3) + u[None, :] * 3
+        gx = tl.load(gub + 0, mask=mu, other=0.0)
+        gy = tl.load(gub + 1, mask=mu, other=0.0)
+        gz = tl.load(gub + 2, mask=mu, other=0.0)
+        if HAS_GV:
+            gvb = gv_ptr + ob2 * (V * 3) + ov[None, :] * 3
+            gx += tl.load(gvb + 0, mask=m2, other=0.0)
+            gy += tl.load(gvb + 1, mask=m2, other=0.0)
+            gz += tl.load(gvb + 2, mask=m2, other=0.0)
+        gtx += tl.sum(gx, axis=1)
+        gty += tl.sum(gy, axis=1)
+        gtz += tl.sum(gz, axis=1)
+
+        # Skinning backward: grad of v_posed, and the tile's dense weights for the A-grad dot.
+        gpx = tl.zeros((BLOCK_B, BLOCK_V), dtype=dtype)
+        gpy = tl.zeros((BLOCK_B, BLOCK_V), dtype=dtype)
+        gpz = tl.zeros((BLOCK_B, BLOCK_V), dtype=dtype)
+        w_dense = tl.zeros((BLOCK_V, BLOCK_J), dtype=dtype)
+        for k in range(K):
+            idx = tl.load(skin_idx_ptr + ov * K + k, mask=mv, other=0)
+            w = tl.load(skin_w_ptr + ov * K + k, mask=mv, other=0.0)
+            ab = rel_ptr + ob2 * (NJ * 12) + idx[None, :] * 12
+            w2 = w[None, :]
+            # A_R^T g: only the rotation columns are needed.
+            gpx += w2 * _rotation_col(ab + 0, m2, gx, gy, gz)
+            gpy += w2 * _rotation_col(ab + 1, m2, gx, gy, gz)
+            gpz += w2 * _rotation_col(ab + 2, m2, gx, gy, gz)
+            w_dense += tl.where(idx[:, None] == oj[None, :], w[:, None], 0.0)
+        ga00 += _mm(gx * vx, w_dense, USE_DOT, PREC)
+        ga01 += _mm(gx * vy, w_dense, USE_DOT, PREC)
+        ga02 += _mm(gx * vz, w_dense, USE_DOT, PREC)
+        ga03 += _mm(gx, w_dense, USE_DOT, PREC)
+        ga10 += _mm(gy * vx, w_dense, USE_DOT, PREC)
+        ga11 += _mm(gy * vy, w_dense, USE_DOT, PREC)
+        ga12 += _mm(gy * vz, w_dense, USE_DOT, PREC)
+        ga13 += _mm(gy, w_dense, USE_DOT, PREC)
+        ga20 += _mm(gz * vx, w_dense, USE_DOT, PREC)
+        ga21 += _mm(gz * vy, w_dense, USE_DOT, PREC)
+        ga22 += _mm(gz * vz, w_dense, USE_DOT, PREC)
+        ga23 += _mm(gz, w_dense, USE_DOT, PREC)
+
+        # grad [beta, pf] += g_vposed @ blend_dirs^T, into this program's own partial rows
+        # (read back after the previous tile's stores, hence the barrier).
+        tl.debug_barrier()
+        cols = 3 * ov[:, None]
+        for k0 in range(0, KC, BLOCK_K):
+            ok = k0 + tl.arange(0, BLOCK_K)
+            mk = ok < KC
+            bd = bdirs_ptr + ok[None, :] * (3 * V) + cols
+            mvk = mv[:, None] & mk[None, :]
+            g = _mm(gpx, tl.load(bd + 0, mask=mvk, other=0.0), USE_DOT, PREC)
+            g += _mm(gpy, tl.load(bd + 1, mask=mvk, other=0.0), USE_DOT, PREC)
+            g += _mm(gpz, tl.load(bd + 2, mask=mvk, other=0.0), USE_DOT, PREC)
+            ptr = gcoef_ptr + row + ok[None, :]
+            mbk = mb2 & mk[None, :]
+            tl.store(ptr, tl.load(ptr, mask=mbk, other=0.0) + g, mask=mbk)
+
+    mj2 = mb2 & (oj < NJ)[None, :]
+    rb = grel_ptr + (pid_s * B + ob2) * (NJ * 12) + oj[None, :] * 12
+    _store12(rb, mj2, ga00, ga01, ga02, ga03, ga10, ga11, ga12, ga13, ga20, ga21, ga22, ga23)
+    tb = gtr_ptr + (pid_s * B + ob) * 3
+    tl.store(tb + 0, gtx, mask=mb)
+    tl.store(tb + 1, gty, mask=mb)
+    tl.store(tb + 2, gtz, mask=mb)
+
+
+@triton.jit
+def _smpl_skeleton_bwd_kernel(
+    pose_ptr,  # (B, J*3) axis-angle, or (B, J*9) rotation matrices when ROT_INPUT
+    betas_ptr,  # (B, L)
+    jt_ptr,  # (J, 3)
+    jsd_ptr,  # (J, 3, L)
+    parent_ptr,  # (J,) int32, root's parent stored as 0
+    depth_ptr,  # (J,) int32
+    desc_ptr,  # (BLOCK_J, BLOCK_J) D[d, j] = 1 if d is in the subtree of j
+    world_ptr,  # (B, J, 12) world transforms from the forward
+    gcoef_ptr,  # (NSPLIT, B, KC) partial grads of [beta, pose feature]
+    grel_ptr,  # (NSPLIT, B, J, 12) partial grads of A
+    gtrv_ptr,  # (NSPLIT, B, 3) partial transl grads through the vertices
+    gfk_ptr,  # (B, J, 3) grad of the 24 posed joints
+    gtr_ptr,  # (B, 3) transl grad through the posed joints
+    gbetas_ptr,  # out (B, L)
+    gpose_ptr,  # out (B, J*3), or (B, J*9) when ROT_INPUT
+    gtransl_ptr,  # out (B, 3)
+    B,
+    L,
+    NJ,
+    NSPLIT,
+    ROT_INPUT: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    ob = pid.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    oj = tl.arange(0, BLOCK_J)
+    mb = ob < B
+    mj = oj < NJ
+    ob2 = ob[:, None]
+    oj2 = oj[None, :]
+    m2 = mb[:, None] & mj[None, :]
+    KC = L + 9 * (NJ - 1)
+    zero2 = tl.zeros((BLOCK_B, BLOCK_J), dtype=betas_ptr.dtype.element_ty)
+    parent = tl.load(parent_ptr + oj, mask=mj, other=0)
+    is_root = tl.load(depth_ptr + oj, mask=mj, other=0)[None, :] == 0
+    jx, jy, jz = _rest_joints(betas_ptr, jt_ptr, jsd_ptr, ob, mb, oj, mj, zero2, L, BLOCK_L)
+
+    wrow = world_ptr + ob2 * (NJ * 12)
+    g00, g01, g02, g03, g10, g11, g12, g13, g20, g21, g22, g23 = _load12(wrow + oj2 * 12, m2)
+    p00, p01, p02, _p03, p10, p11, p12, _p13, p20, p21, p22, _p23 = _load12(
+        wrow + parent[None, :] * 12, m2
+    )
+    # The root's "parent rotation" is the identity.
+    p00 = tl.where(is_root, 1.0, p00)
+    p01 = tl.where(is_root, 0.0, p01)
+    p02 = tl.where(is_root, 0.0, p02)
+    p10 = tl.where(is_root, 0.0, p10)
+    p11 = tl.where(is_root, 1.0, p11)
+    p12 = tl.where(is_root, 0.0, p12)
+    p20 = tl.where(is_root, 0.0, p20)
+    p21 = tl.where(is_root, 0.0, p21)
+    p22 = tl.where(is_root, 1.0, p22)
+
+    ga00, ga01, ga02, ga03 = zero2, zero2, zero2, zero2
+    ga10, ga11, ga12, ga13 = zero2, zero2, zero2, zero2
+    ga20, ga21, ga22, ga23 = zero2, zero2, zero2, zero2
+    for sp in range(NSPLIT):
+        q00, q01, q02, q03, q10, q11, q12, q13, q20, q21, q22, q23 = _load12(
+            grel_ptr + (sp * B + ob2) * (NJ * 12) + oj2 * 12, m2
+        )
+        ga00 += q00
+        ga01 += q01
+        ga02 += q02
+        ga03 += q03
+        ga10 += q10
+        ga11 += q11
+        ga12 += q12
+        ga13 += q13
+        ga20 += q20
+        ga21 += q21
+        ga22 += q22
+        ga23 += q23
+
+    # Direct gradients of each joint's world transform: A = [G_R | G_t - G_R J], joints = G_t.
+    fb = gfk_ptr + ob2 * (NJ * 3) + oj2 * 3
+    dt0 = ga03 + tl.load(fb + 0, mask=m2, other=0.0)
+    dt1 = ga13 + tl.load(fb + 1, mask=m2, other=0.0)
+    dt2 = ga23 + tl.load(fb + 2, mask=m2, other=0.0)
+    d00 = ga00 - ga03 * jx
+    d01 = ga01 - ga03 * jy
+    d02 = ga02 - ga03 * jz
+    d10 = ga10 - ga13 * jx
+    d11 = ga11 - ga13 * jy
+    d12 = ga12 - ga13 * jz
+    d20 = ga20 - ga23 * jx
+    d21 = ga21 - ga23 * jy
+    d22 = ga22 - ga23 * jz
+    # dL/dJ through A's translation: -G_R^T gA_t
+    gjx = -(g00 * ga03 + g10 * ga13 + g20 * ga23)
+    gjy = -(g01 * ga03 + g11 * ga13 + g21 * ga23)
+    gjz = -(g02 * ga03 + g12 * ga13 + g22 * ga23)
+
+    # Subtree sums of X = D G_R^T + T G_t^T and of T (see the module docstring).
+    desc = tl.load(desc_ptr + oj[:, None] * BLOCK_J + oj[None, :])
+    s00 = _mm(d00 * g00 + d01 * g01 + d02 * g02 + dt0 * g03, desc, USE_DOT, "ieee")
+    s01 = _mm(d00 * g10 + d01 * g11 + d02 * g12 + dt0 * g13, desc, USE_DOT, "ieee")
+    s02 = _mm(d00 * g20 + d01 * g21 + d02 * g22 + dt0 * g23, desc, USE_DOT, "ieee")
+    s10 = _mm(d10 * g00 + d11 * g01 + d12 * g02 + dt1 * g03, desc, USE_DOT, "ieee")
+    s11 = _mm(d10 * g10 + d11 * g11 + d12 * g12 + dt1 * g13, desc, USE_DOT, "ieee")
+    s12 = _mm(d10 * g20 + d11 * g21 + d12 * g22 + dt1 * g23, desc, USE_DOT, "ieee")
+    s20 = _mm(d20 * g00 + d21 * g01 + d22 * g02 + dt2 * g03, desc, USE_DOT, "ieee")
+    s21 = _mm(d20 * g10 + d21 * g11 + d22 * g12 + dt2 * g13, desc, USE_DOT, "ieee")
+    s22 = _mm(d20 * g20 + d21 * g21 + d22 * g22 + dt2 * g23, desc, USE_DOT, "ieee")
+    t0 = _mm(dt0, desc, USE_DOT, "ieee")
+    t1 = _mm(dt1, desc, USE_DOT, "ieee")
+    t2 = _mm(dt2, desc, USE_DOT, "ieee")
+    s00 -= t0 * g03
+    s01 -= t0 * g13
+    s02 -= t0 * g23
+    s10 -= t1 * g03
+    s11 -= t1 * g13
+    s12 -= t1 * g23
+    s20 -= t2 * g03
+    s21 -= t2 * g13
+    s22 -= t2 * g23
+
+    # dL/dG_R = S M with M = G_R^-T (cofactors over the determinant). Not G_R itself: smplx's
+    # 1e-8 shift makes Rodrigues matrices orthonormal only to ~1e-8 / |theta|, and given
+    # rotation matrices need not be orthonormal at all.
+    c00 = g11 * g22 - g12 * g21
+    c01 = g12 * g20 - g10 * g22
+    c02 = g10 * g21 - g11 * g20
+    c10 = g02 * g21 - g01 * g22
+    c11 = g00 * g22 - g02 * g20
+    c12 = g01 * g20 - g00 * g21
+    c20 = g01 * g12 - g02 * g11
+    c21 = g02 * g10 - g00 * g12
+    c22 = g00 * g11 - g01 * g10
+    inv_det = 1.0 / tl.where(m2, g00 * c00 + g01 * c01 + g02 * c02, 1.0)
+    m00, m01, m02 = c00 * inv_det, c01 * inv_det, c02 * inv_det
+    m10, m11, m12 = c10 * inv_det, c11 * inv_det, c12 * inv_det
+    m20, m21, m22 = c20 * inv_det, c21 * inv_det, c22 * inv_det
+    e00 = s00 * m00 + s01 * m10 + s02 * m20
+    e01 = s00 * m01 + s01 * m11 + s02 * m21
+    e02 = s00 * m02 + s01 * m12 + s02 * m22
+    e10 = s10 * m00 + s11 * m10 + s12 * m20
+    e11 = s10 * m01 + s11 * m11 + s12 * m21
+    e12 = s10 * m02 + s11 * m12 + s12 * m22
+    e20 = s20 * m00 + s21 * m10 + s22 * m20
+    e21 = s20 * m01 + s21 * m11 + s22 * m21
+    e22 = s20 * m02 + s21 * m12 + s22 * m22
+
+    # Local gradients: G_R = P R and G_t = P t + P_t, P the parent's world rotation.
+    r00 = p00 * e00 + p10 * e10 + p20 * e20
+    r01 = p00 * e01 + p10 * e11 + p20 * e21
+    r02 = p00 * e02 + p10 * e12 + p20 * e22
+    r10 = p01 * e00 + p11 * e10 + p21 * e20
+    r11 = p01 * e01 + p11 * e11 + p21 * e21
+    r12 = p01 * e02 + p11 * e12 + p21 * e22
+    r20 = p02 * e00 + p12 * e10 + p22 * e20
+    r21 = p02 * e01 + p12 * e11 + p22 * e21
+    r22 = p02 * e02 + p12 * e12 + p22 * e22
+    tx = p00 * t0 + p10 * t1 + p20 * t2
+    ty = p01 * t0 + p11 * t1 + p21 * t2
+    tz = p02 * t0 + p12 * t1 + p22 * t2
+
+    # Pose-feature gradients (joints 1..) add straight onto the local rotations.
+    mpf = m2 & (oj2 >= 1)
+    for sp in range(NSPLIT):
+        pf = gcoef_ptr + (sp * B + ob2) * KC + L + 9 * (oj2 - 1)
+        r00 += tl.load(pf + 0, mask=mpf, other=0.0)
+        r01 += tl.load(pf + 1, mask=mpf, other=0.0)
+        r02 += tl.load(pf + 2, mask=mpf, other=0.0)
+        r10 += tl.load(pf + 3, mask=mpf, other=0.0)
+        r11 += tl.load(pf + 4, mask=mpf, other=0.0)
+        r12 += tl.load(pf + 5, mask=mpf, other=0.0)
+        r20 += tl.load(pf + 6, mask=mpf, other=0.0)
+        r21 += tl.load(pf + 7, mask=mpf, other=0.0)
+        r22 += tl.load(pf + 8, mask=mpf, other=0.0)
+
+    # Betas: blend-shape part + rest joints (t_j = J_j - J_parent, A's -G_R J_j).
+    ux = gjx + tx
+    uy = gjy + ty
+    uz = gjz + tz
+    vx = tl.where(is_root, 0.0, tx)[:, :, None]
+    vy = tl.where(is_root, 0.0, ty)[:, :, None]
+    vz = tl.where(is_root, 0.0, tz)[:, :, None]
+    ux = ux[:, :, None]
+    uy = uy[:, :, None]
+    uz = uz[:, :, None]
+    for l0 in range(0, L, BLOCK_L):
+        ol = l0 + tl.arange(0, BLOCK_L)
+        ml = ol < L
+        mbl = mb[:, None] & ml[None, :]
+        acc = tl.zeros((BLOCK_B, BLOCK_L), dtype=zero2.dtype)
+        for sp in range(NSPLIT):
+            acc += tl.load(gcoef_ptr + (sp * B + ob2) * KC + ol[None, :], mask=mbl, other=0.0)
+        msd = mj[:, None] & ml[None, :]
+        sd = jsd_ptr + oj[:, None] * (3 * L) + ol[None, :]
+        psd = jsd_ptr + parent[:, None] * (3 * L) + ol[None, :]
+        acc += tl.sum(ux * tl.load(sd, mask=msd, other=0.0)[None, :, :], axis=1)
+        acc += tl.sum(uy * tl.load(sd + L, mask=msd, other=0.0)[None, :, :], axis=1)
+        acc += tl.sum(uz * tl.load(sd + 2 * L, mask=msd, other=0.0)[None, :, :], axis=1)
+        acc -= tl.sum(vx * tl.load(psd, mask=msd, other=0.0)[None, :, :], axis=1)
+        acc -= tl.sum(vy * tl.load(psd + L, mask=msd, other=0.0)[None, :, :], axis=1)
+        acc -= tl.sum(vz * tl.load(psd + 2 * L, mask=msd, other=0.0)[None, :, :], axis=1)
+        tl.store(gbetas_ptr + ob2 * L + ol[None, :], acc, mask=mbl)
+
+    if ROT_INPUT:
+        gb = gpose_ptr + ob2 * (NJ * 9) + oj2 * 9
+        tl.store(gb + 0, r00, mask=m2)
+        tl.store(gb + 1, r01, mask=m2)
+        tl.store(gb + 2, r02, mask=m2)
+        tl.store(gb + 3, r10, mask=m2)
+        tl.store(gb + 4, r11, mask=m2)
+        tl.store(gb + 5, r12, mask=m2)
+        tl.store(gb + 6, r20, mask=m2)
+        tl.store(gb + 7, r21, mask=m2)
+        tl.store(gb + 8, r22, mask=m2)
+    else:
+        pb = pose_ptr + ob2 * (NJ * 3) + oj2 * 3
+        x = tl.load(pb + 0, mask=m2, other=0.0)
+        y = tl.load(pb + 1, mask=m2, other=0.0)
+        z = tl.load(pb + 2, mask=m2, other=0.0)
+        dx, dy, dz = _rodrigues_bwd(x, y, z, r00, r01, r02, r10, r11, r12, r20, r21, r22)
+        gb = gpose_ptr + ob2 * (NJ * 3) + oj2 * 3
+        tl.store(gb + 0, dx, mask=m2)
+        tl.store(gb + 1, dy, mask=m2)
+        tl.store(gb + 2, dz, mask=m2)
+
+    gtx = tl.load(gtr_ptr + ob * 3 + 0, mask=mb, other=0.0)
+    gty = tl.load(gtr_ptr + ob * 3 + 1, mask=mb, other=0.0)
+    gtz = tl.load(gtr_ptr + ob * 3 + 2, mask=mb, other=0.0)
+    for sp in range(NSPLIT):
+        tb = gtrv_ptr + (sp * B + ob) * 3
+        gtx += tl.load(tb + 0, mask=mb, other=0.0)
+        gty += tl.load(tb + 1, mask=mb, other=0.0)
+        gtz += tl.load(tb + 2, mask=mb, other=0.0)
+    tl.store(gtransl_ptr + ob * 3 + 0, gtx, mask=mb)
+    tl.store(gtransl_ptr + ob * 3 + 1, gty, mask=mb)
+    tl.store(gtransl_ptr + ob * 3 + 2, gtz, mask=mb)
+
+
+def _p(dt: str) -> str:
+    return "*" + dt
+
+
+def readout_bwd_signature(dt: str) -> dict:
+    sig = {
+        name: _p(dt)
+        for name in (
+            "gj_ptr",
+            "gk_ptr",
+            "gpj_ptr",
+            "gpk_ptr",
+            "joints_ptr",
+            "kps_ptr",
+            "camera_ptr",
+            "rout_ptr",
+            "gfk_ptr",
+            "gu_ptr",
+            "gcam_ptr",
+            "gtr_ptr",
+        )
+    }
+    sig.update({k: "i32" for k in ("B", "NJ", "E", "Q", "NU")})
+    sig.update({k: "constexpr" for k in ("BLOCK_B", "BLOCK_J", "BLOCK_R", "BLOCK_U")})
+    return sig
+
+
+def vertex_bwd_signature(dt: str) -> dict:
+    sig = {
+        "coeffs_ptr": _p(dt),
+        "bdirs_ptr": _p(dt),
+        "vt_ptr": _p(dt),
+        "skin_idx_ptr": "*i64",
+        "skin_w_ptr": _p(dt),
+        "rel_ptr": _p(dt),
+        "gv_ptr": _p(dt),
+        "gu_ptr": _p(dt),
+        "v2u_ptr": "*i32",
+        "gcoef_ptr": _p(dt),
+        "grel_ptr": _p(dt),
+        "gtr_ptr": _p(dt),
+    }
+    sig.update({k: "i32" for k in ("B", "V", "KC", "K", "NJ", "NU", "NSPLIT")})
+    sig.update(
+        {
+            k: "constexpr"
+            for k in ("HAS_GV", "USE_DOT", "PREC", "BLOCK_B", "BLOCK_V", "BLOCK_K", "BLOCK_J")
+        }
+    )
+    return sig
+
+
+def skeleton_bwd_signature(dt: str) -> dict:
+    sig = {
+        "pose_ptr": _p(dt),
+        "betas_ptr": _p(dt),
+        "jt_ptr": _p(dt),
+        "jsd_ptr": _p(dt),
+        "parent_ptr": "*i32",
+        "depth_ptr": "*i32",
+        "desc_ptr": _p(dt),
+    }
+    sig.update(
+        {
+            k: _p(dt)
+            for k in (
+                "world_ptr",
+                "gcoef_ptr",
+                "grel_ptr",
+                "gtrv_ptr",
+                "gfk_ptr",
+                "gtr_ptr",
+                "gbetas_ptr",
+                "gpose_ptr",
+                "gtransl_ptr",
+            )
+        }
+    )
+    sig.update({k: "i32" for k in ("B", "L", "NJ", "NSPLIT")})
+    sig.update({k: "constexpr" for k in ("ROT_INPUT", "USE_DOT", "BLOCK_B", "BLOCK_J", "BLOCK_L")})
+    return sig
+
+
+def _aot_variants() -> list[dict]:
+    out = []
+    for dt in ("fp32", "fp64"):
+        out.append(
+            _variant(
+                f"smpl_readout_bwd_{dt}",
+                _smpl_readout_bwd_kernel,
+                readout_bwd_signature(dt),
+                GPU_READOUT_BWD,
+            )
+        )
+        cfg = GPU_SKELETON_BWD if dt == "fp32" else GPU_SKELETON_BWD_F64
+        for rot in (False, True):
+            out.append(
+                _variant(
+                    f"smpl_skeleton_bwd_{dt}_{'rotmat' if rot else 'aa'}",
+                    _smpl_skeleton_bwd_kernel,
+                    skeleton_bwd_signature(dt),
+                    cfg,
+                    ROT_INPUT=rot,
+                    USE_DOT=dt == "fp32",
+                )
+            )
+    for has_gv in (False, True):
+        tag = "verts" if has_gv else "kp"
+        for prec in ("ieee", "tf32"):
+            out.append(
+                _variant(
+                    f"smpl_vertex_bwd_fp32_{prec}_{tag}",
+                    _smpl_vertex_bwd_kernel,
+                    vertex_bwd_signature("fp32"),
+                    GPU_VERTEX_BWD,
+                    HAS_GV=has_gv,
+                    USE_DOT=True,
+                    PREC=prec,
+                )
+            )
+        out.append(
+            _variant(
+                f"smpl_vertex_bwd_fp64_{tag}",
+                _smpl_vertex_bwd_kernel,
+                vertex_bwd_signature("fp64"),
+                GPU_VERTEX_BWD_F64,
+                HAS_GV=has_gv,
+                USE_DOT=False,
+                PREC="ieee",
+            )
+        )
+    return out
+
+
+# Every (kernel, constexpr) combination the launchers in hmr_fast.ops.smpl_triton use on a GPU.
+AOT_VARIANTS = _aot_variants()

@@ -1,0 +1,411 @@
+"""Fused Triton SMPL (hmr_fast.ops.smpl_triton) against the float64 torch reference.
+
+Runs under Triton's interpreter on CPU tensors when there is no GPU (root conftest.py), and
+compiled on CUDA tensors otherwise. Every case draws fresh random models and inputs.
+"""
+
+import math
+
+import pytest
+import torch
+
+from hmr_fast.body.constants import PARENTS, VERTEX_JOINT_IDS
+from hmr_fast.ops import reference as ref
+from hmr_fast.ops import smpl_triton as st
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def random_model(
+    num_verts=300, num_betas=10, num_skin=4, dtype=torch.float64, vertex_joint_ids=None
+) -> ref.ModelTensors:
+    """A random SMPL-like model: mesh around the origin, small blend directions, K distinct
+    skinning joints per vertex with normalised weights, some of them zero padding."""
+    num_joints = len(PARENTS)
+    skin_idx = torch.stack([torch.randperm(num_joints)[:num_skin] for _ in range(num_verts)])
+    skin_w = torch.rand(num_verts, num_skin, dtype=dtype)
+    skin_w[:, -1] *= torch.rand(num_verts) > 0.5
+    skin_w = skin_w / skin_w.sum(1, keepdim=True)
+    if vertex_joint_ids is None:
+        vertex_joint_ids = torch.randperm(num_verts)[: len(VERTEX_JOINT_IDS)]
+    model = ref.ModelTensors(
+        v_template=torch.randn(num_verts, 3, dtype=dtype) * 0.3,
+        blend_dirs=torch.randn(num_betas + 207, 3 * num_verts, dtype=dtype) * 0.01,
+        joint_template=torch.randn(num_joints, 3, dtype=dtype) * 0.3,
+        joint_shapedirs=torch.randn(num_joints, 3, num_betas, dtype=dtype) * 0.01,
+        parents=PARENTS,
+        skin_idx=skin_idx,
+        skin_w=skin_w,
+        vertex_joint_ids=torch.as_tensor(vertex_joint_ids, dtype=torch.long),
+    )
+    return to(model, dtype)
+
+
+def to(model: ref.ModelTensors, dtype) -> ref.ModelTensors:
+    def conv(t):
+        if not isinstance(t, torch.Tensor):
+            return t
+        return t.to(DEVICE, dtype) if t.is_floating_point() else t.to(DEVICE)
+
+    return ref.ModelTensors(*[conv(t) for t in model])
+
+
+def sparse_regressor(num_verts, num_rows=19, dtype=torch.float64):
+    """HMR-like: 14 rows mixing a few vertices each, then 5 one-hot face-vertex rows."""
+    reg = torch.zeros(num_rows, num_verts, dtype=dtype)
+    for q in range(num_rows - 5):
+        cols = torch.randperm(num_verts)[:6]
+        reg[q, cols] = torch.rand(6, dtype=dtype)
+        reg[q] /= reg[q].sum()
+    reg[torch.arange(num_rows - 5, num_rows), torch.randperm(num_verts)[:5]] = 1.0
+    return reg.to(DEVICE)
+
+
+def random_inputs(batch, num_betas, dtype, pose2rot=True, angle_scale=0.6):
+    aa = torch.randn(batch, 72, dtype=dtype) * angle_scale
+    if pose2rot:
+        pose = aa
+    else:
+        # Not exactly orthonormal on purpose: the backward must not assume it.
+        rot = ref.rodrigues(aa.reshape(-1, 3)).reshape(batch, 24, 3, 3)
+        pose = rot + 0.02 * torch.randn_like(rot)
+    betas = torch.randn(batch, num_betas, dtype=dtype) * 1.5
+    transl = torch.randn(batch, 3, dtype=dtype)
+    camera = torch.cat(
+        [torch.rand(batch, 1, dtype=dtype) + 0.5, torch.randn(batch, 2, dtype=dtype) * 0.2], 1
+    )
+    return [t.to(DEVICE).requires_grad_(True) for t in (betas, pose, transl, camera)]
+
+
+def reference_outputs(model, betas, pose, transl, camera, regressor, pose2rot):
+    """Float64 torch reference: (vertices, joints, keypoints, projected joints/keypoints)."""
+    batch = betas.shape[0]
+    rot = ref.rodrigues(pose.reshape(-1, 3)).reshape(batch, 24, 3, 3) if pose2rot else pose
+    verts, joints, kps = ref.smpl_forward(model, betas, rot, transl, regressor)
+    return (
+        verts,
+        joints,
+        kps,
+        ref.weak_perspective(joints, camera),
+        ref.weak_perspective(kps, camera),
+    )
+
+
+def compare(model, inputs, regressor, pose2rot, return_verts, val_tol, grad_tol, tf32=False):
+    """Triton vs the float64 reference on the same inputs: values and all four gradients."""
+    betas, pose, transl, camera = inputs
+    outs = st.smpl_forward_triton(
+        model,
+        betas,
+        pose,
+        transl,
+        pose2rot=pose2rot,
+        return_verts=return_verts,
+        keypoint_regressor=regressor,
+        camera=camera,
+        tf32=tf32,
+    )
+    assert (outs[0] is not None) == return_verts
+    m64 = to(model, torch.float64)
+    inputs64 = [t.detach().double().requires_grad_(True) for t in inputs]
+    refs = reference_outputs(m64, *inputs64, regressor.double(), pose2rot)
+    pairs = [(o, r) for o, r in zip(outs, refs) if o is not None]
+    assert len(pairs) == (5 if return_verts else 4)
+    for o, r in pairs:
+        assert o.shape == r.shape and o.dtype == betas.dtype
+        assert torch.isfinite(o).all()
+        err = (o.double() - r).abs().max().item()
+        assert err <= val_tol * max(1.0, r.abs().max().item()), err
+    weights = [torch.randn(r.shape, dtype=torch.float64, device=DEVICE) for _, r in pairs]
+    loss = sum((o * w.to(o.dtype)).sum() for (o, _), w in zip(pairs, weights))
+    grads = torch.autograd.grad(loss, inputs)
+    loss_ref = sum((r * w).sum() for (_, r), w in zip(pairs, weights))
+    grads_ref = torch.autograd.grad(loss_ref, inputs64)
+    for name, g, gr in zip(("betas", "pose", "transl", "camera"), grads, grads_ref):
+        assert g.shape == gr.shape and torch.isfinite(g).all(), name
+        err = (g.double() - gr).abs().max().item()
+        assert err <= grad_tol * max(1.0, gr.abs().max().item()), (name, err)
+
+
+@pytest.fixture(autouse=True)
+def _nan_outputs(monkeypatch):
+    # Every kernel output starts NaN: an element a kernel does not write fails `isfinite`.
+    monkeypatch.setattr(st, "FILL_OUTPUTS_WITH_NAN", True)
+
+
+def test_full_size_fp32_values_and_gradients():
+    # Rotation-matrix input is covered on smaller meshes below (the interpreter is slow).
+    pose2rot = True
+    model = random_model(6890, dtype=torch.float32, vertex_joint_ids=VERTEX_JOINT_IDS)
+    compare(
+        model,
+        random_inputs(3, 10, torch.float32, pose2rot),
+        sparse_regressor(6890, dtype=torch.float32),
+        pose2rot,
+        True,
+        val_tol=2e-5,
+        grad_tol=2e-5,
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    "pose2rot,return_verts,batch,num_skin",
+    [
+        (True, True, 1, 4),
+        (True, False, 37, 3),
+        (False, True, 3, 6),
+        (False, False, 1, 4),
+    ],
+)
+def test_small_model_matches_reference(dtype, pose2rot, return_verts, batch, num_skin):
+    model = random_model(300, num_betas=10, num_skin=num_skin, dtype=dtype)
+    tol = 1e-11 if dtype == torch.float64 else 2e-5
+    compare(
+        model,
+        random_inputs(batch, 10, dtype, pose2rot),
+        sparse_regressor(300, dtype=dtype),
+        pose2rot,
+        return_verts,
+        val_tol=tol,
+        grad_tol=tol,
+    )
+
+
+@pytest.mark.parametrize("case", ["zero", "tiny", "near_pi", "near_two_pi", "large_betas"])
+def test_nasty_poses(case):
+    batch = 4
+    betas, pose, transl, camera = [t.detach() for t in random_inputs(batch, 10, torch.float64)]
+    axes = torch.nn.functional.normalize(torch.randn(batch, 24, 3, dtype=torch.float64), dim=-1)
+    axes = axes.to(DEVICE)
+    if case == "zero":
+        pose = torch.zeros_like(pose)
+    elif case == "tiny":
+        pose = (axes * 1e-8).reshape(batch, 72)
+    elif case == "near_pi":
+        pose = (axes * (math.pi - 1e-4)).reshape(batch, 72)
+    elif case == "near_two_pi":
+        pose = (axes * (2 * math.pi - 1e-4)).reshape(batch, 72)
+    else:
+        betas = betas * 4.0
+    model = random_model(120, dtype=torch.float64)
+    inputs = [t.requires_grad_(True) for t in (betas, pose, transl, camera)]
+    compare(model, inputs, sparse_regressor(120), True, True, val_tol=1e-11, grad_tol=1e-9)
+
+
+def test_gradcheck_fp64_tiny_model():
+    model = random_model(50, num_betas=4, dtype=torch.float64)
+    reg = sparse_regressor(50)
+    for pose2rot, return_verts in ((True, True), (False, False)):
+        inputs = random_inputs(2, 4, torch.float64, pose2rot)
+
+        def fn(betas, pose, transl, camera, pose2rot=pose2rot, return_verts=return_verts):
+            outs = st.smpl_forward_triton(
+                model,
+                betas,
+                pose,
+                transl,
+                pose2rot=pose2rot,
+                return_verts=return_verts,
+                keypoint_regressor=reg,
+                camera=camera,
+            )
+            return tuple(o for o in outs if o is not None)
+
+        assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True)
+
+
+def test_keypoint_mode_equals_full_forward():
+    model = random_model(400, dtype=torch.float32)
+    reg = sparse_regressor(400, dtype=torch.float32)
+    betas, pose, transl, camera = [t.detach() for t in random_inputs(5, 10, torch.float32)]
+    full = st.smpl_forward_triton(
+        model,
+        betas,
+        pose,
+        transl,
+        pose2rot=True,
+        return_verts=True,
+        keypoint_regressor=reg,
+        camera=camera,
+    )
+    kp = st.smpl_forward_triton(
+        model,
+        betas,
+        pose,
+        transl,
+        pose2rot=True,
+        return_verts=False,
+        keypoint_regressor=reg,
+        camera=camera,
+    )
+    assert kp[0] is None
+    for a, b in zip(full[1:], kp[1:]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # The keypoint plan skins only the 21 vertex joints and the regressor's columns.
+    plan = st.get_plan(model, reg, vertices=False)
+    needed = torch.unique(torch.cat([model.vertex_joint_ids, torch.nonzero(reg.sum(0)).flatten()]))
+    assert plan.model.v_template.shape[0] == needed.numel() < 400
+    # The vertex joints read the mesh: compare with the full forward's vertices.
+    torch.testing.assert_close(full[1][:, 24:], full[0][:, model.vertex_joint_ids])
+    torch.testing.assert_close(
+        full[2], torch.einsum("qv,bvc->bqc", reg, full[0]), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_without_regressor_camera_or_transl():
+    model = random_model(200, dtype=torch.float64)
+    betas, pose, _, _ = random_inputs(3, 10, torch.float64)
+    verts, joints, kps, pj, pk = st.smpl_forward_triton(
+        model, betas, pose, None, pose2rot=True, return_verts=True
+    )
+    assert kps is None and pj is None and pk is None
+    rot = ref.rodrigues(pose.reshape(-1, 3)).reshape(3, 24, 3, 3)
+    rv, rj, _ = ref.smpl_forward(model, betas, rot)
+    torch.testing.assert_close(verts, rv)
+    torch.testing.assert_close(joints, rj)
+    g = torch.autograd.grad(joints.sum(), pose)[0]
+    torch.testing.assert_close(g, torch.autograd.grad(rj.sum(), pose)[0])
+
+
+def test_launch_counts(monkeypatch):
+    launched = []
+    real = st._launch
+    monkeypatch.setattr(st, "_launch", lambda k, *a, **kw: (launched.append(k), real(k, *a, **kw)))
+    model = random_model(100, dtype=torch.float64)
+    betas, pose, transl, camera = random_inputs(2, 10, torch.float64)
+    outs = st.smpl_forward_triton(
+        model,
+        betas,
+        pose,
+        transl,
+        pose2rot=True,
+        return_verts=True,
+        keypoint_regressor=sparse_regressor(100),
+        camera=camera,
+    )
+    assert len(launched) == 3
+    sum(o.sum() for o in outs).backward()
+    assert len(launched) == 6
+    assert all(x.grad is not None for x in (betas, pose, transl, camera))
+
+
+def test_torch_compile_fullgraph():
+    model = random_model(150, dtype=torch.float32)
+    reg = sparse_regressor(150, dtype=torch.float32)
+    plan = st.get_plan(model, reg, vertices=False)
+
+    def fn(betas, pose, transl, camera):
+        _, joints, kps, pj, pk = st.smpl_forward_triton(
+            model,
+            betas,
+            pose,
+            transl,
+            pose2rot=True,
+            return_verts=False,
+            keypoint_regressor=reg,
+            camera=camera,
+            plan=plan,
+        )
+        return joints.square().sum() + kps.sum() + pj.sin().sum() + pk.cos().sum()
+
+    inputs = random_inputs(3, 10, torch.float32)
+    explained = torch._dynamo.explain(fn)(*inputs)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    out = compiled(*inputs)
+    grads = torch.autograd.grad(out, inputs)
+    out_eager = fn(*inputs)
+    grads_eager = torch.autograd.grad(out_eager, inputs)
+    torch.testing.assert_close(out, out_eager)
+    for a, b in zip(grads, grads_eager):
+        torch.testing.assert_close(a, b)
+
+
+def test_plan_cache_tracks_in_place_changes():
+    model = random_model(80, dtype=torch.float64)
+    p1 = st.get_plan(model, None, vertices=True)
+    assert st.get_plan(model, None, vertices=True) is p1
+    model.v_template.add_(1.0)
+    assert st.get_plan(model, None, vertices=True) is not p1
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = random_model(60, dtype=torch.float64)
+    betas, pose, transl, camera = [t.detach() for t in random_inputs(2, 10, torch.float64)]
+    kw = dict(pose2rot=True, return_verts=True)
+    with pytest.raises(ValueError, match="betas"):
+        st.smpl_forward_triton(model, betas[:, :5], pose, transl, **kw)
+    with pytest.raises(ValueError, match="pose"):
+        st.smpl_forward_triton(model, betas, pose[:, :69], transl, **kw)
+    with pytest.raises(TypeError, match="dtype"):
+        st.smpl_forward_triton(model, betas.float(), pose, transl, **kw)
+    with pytest.raises(ValueError, match="camera"):
+        st.smpl_forward_triton(model, betas, pose, transl, camera=camera[:, :2], **kw)
+    with pytest.raises(ValueError, match="keypoint_regressor"):
+        st.smpl_forward_triton(
+            model, betas, pose, transl, keypoint_regressor=torch.ones(3, 7), **kw
+        )
+
+
+def test_cpu_tensors_without_interpreter_raise(monkeypatch):
+    monkeypatch.setattr(st, "INTERPRETED", False)
+    model = to(random_model(40, dtype=torch.float64), torch.float64)
+    model = ref.ModelTensors(*[t.cpu() if isinstance(t, torch.Tensor) else t for t in model])
+    betas, pose, transl, _ = [t.detach().cpu() for t in random_inputs(1, 10, torch.float64)]
+    with pytest.raises(RuntimeError, match="CUDA tensors.*TRITON_INTERPRET=1"):
+        st.smpl_forward_triton(model, betas, pose, transl, pose2rot=True, return_verts=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gpu_block_sizes_and_vertex_splits(monkeypatch, dtype):
+    # The compiled path's block shapes (many programs, edge masks) and NSPLIT > 1 partial
+    # buffers, reduced by the skeleton backward kernel.
+    monkeypatch.setattr(st, "USE_GPU_BLOCKS", True)
+    if dtype == torch.float64:  # fp64's tiny GPU tiles are slow to interpret: smaller case
+        num_verts, batch, cases, tol = 64, 5, ((False, True),), 1e-11
+    else:
+        num_verts, batch, cases, tol = 300, 37, ((True, True), (False, False)), 2e-5
+    model = random_model(num_verts, num_skin=3, dtype=dtype)
+    for pose2rot, return_verts in cases:
+        compare(
+            model,
+            random_inputs(batch, 10, dtype, pose2rot),
+            sparse_regressor(num_verts, dtype=dtype),
+            pose2rot,
+            return_verts,
+            val_tol=tol,
+            grad_tol=tol,
+        )
+
+
+def test_gpu_report_floor_arithmetic():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_report.py"
+    spec = importlib.util.spec_from_file_location("gpu_report", path)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    nbytes, flops = report.smpl_cost(4096, "forward")
+    # blend_dirs once + the vertices; 2 * 217 * 20670 + 30 * 4 per vertex FLOPs per sample.
+    assert nbytes == 217 * 20670 * 4 + 4096 * 20670 * 4
+    assert flops == 4096 * (2 * 217 * 20670 + 120 * 6890)
+    assert report.floor_ms(3e9, 1e9, 3e12, 1e12) == pytest.approx(1.0)
+    table = report.format_table(["a", "b"], [[1, 0.12345]])
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.123 |"]
+
+
+def test_tf32_flag_runs_close():
+    model = random_model(100, dtype=torch.float32)
+    compare(
+        model,
+        random_inputs(2, 10, torch.float32),
+        sparse_regressor(100, dtype=torch.float32),
+        True,
+        True,
+        val_tol=5e-3,
+        grad_tol=5e-3,
+        tf32=True,
+    )
