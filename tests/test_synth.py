@@ -1,0 +1,181 @@
+"""Synthetic dataset: annotations agree with an independent forward of the body model,
+masks agree with the keypoints, visibility follows occlusion, output is deterministic."""
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from hmr_fast.body.constants import J24_NAMES
+from hmr_fast.data.datasets import KeypointDataset
+from hmr_fast.data.formats import load_annotations
+from hmr_fast.data.synth import (
+    keypoint_visibility,
+    load_model,
+    main,
+    render_sample,
+    sample_scene,
+    synthesize,
+)
+from hmr_fast.render import PART_NAMES, Raster
+
+N, SIZE = 6, 64
+
+
+@pytest.fixture(scope="module")
+def synth_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    a = synthesize(root / "a", N, seed=3, image_size=SIZE, workers=1, progress=False)
+    b = synthesize(root / "b", N, seed=3, image_size=SIZE, workers=2, progress=False)
+    return a.parent, b.parent
+
+
+def test_files_and_format(synth_dirs):
+    d = synth_dirs[0]
+    ann = load_annotations(d / "annotations.npz")
+    assert len(ann["imgname"]) == N and (ann["has_smpl"] == 1).all()
+    for i in range(N):
+        img = cv2.imread(str(d / ann["imgname"][i]))
+        assert img.shape == (SIZE, SIZE, 3)
+        sil = cv2.imread(str(d / ann["maskname"][i]), cv2.IMREAD_GRAYSCALE)
+        parts = cv2.imread(str(d / ann["partname"][i]), cv2.IMREAD_GRAYSCALE)
+        assert set(np.unique(sil)) <= {0, 255} and set(np.unique(parts)) <= set(range(7))
+        np.testing.assert_array_equal(sil > 0, parts > 0)
+        assert (parts > 0).sum() > 50
+    assert np.isfinite(ann["part"]).all() and np.isfinite(ann["S"]).all()
+    invalid = [J24_NAMES.index(n) for n in ("spine_h36m", "jaw_h36m", "head_h36m")]
+    assert not ann["part"][:, invalid, 2].any() and not ann["S"][:, invalid, 3].any()
+    assert (ann["S"][:, :16, 3] == 1).all()
+
+
+def test_annotations_match_independent_forward(synth_dirs):
+    d = synth_dirs[0]
+    ann = load_annotations(d / "annotations.npz")
+    with np.load(d / "annotations.npz") as raw:
+        focal, cam_t = raw["focal"].astype(np.float64), raw["cam_t"].astype(np.float64)
+    model = load_model()
+    reg = model.hmr_keypoint_regressor().double()
+    pose = torch.tensor(ann["pose"], dtype=torch.float32)
+    with torch.no_grad():
+        out = model(betas=torch.tensor(ann["shape"]), global_orient=pose[:, :3],
+                    body_pose=pose[:, 3:])  # fmt: skip
+    verts = out.vertices.double() + torch.tensor(cam_t)[:, None]
+    kp = torch.einsum("kv,bvc->bkc", reg, verts).numpy()  # (N, 19, 3) camera frame
+    lsp = kp[:, :14]
+    np.testing.assert_allclose(ann["S"][:, :14, :3], lsp, atol=2e-5)
+    np.testing.assert_allclose(ann["S"][:, 19:, :3], kp[:, 14:], atol=2e-5)
+    hips = (lsp[:, 2] + lsp[:, 3]) / 2
+    np.testing.assert_allclose(ann["S"][:, 14, :3], hips, atol=2e-5)
+    c = (SIZE - 1) / 2
+    px = focal[:, None, None] * kp[..., :2] / kp[..., 2:3] + c
+    np.testing.assert_allclose(ann["part"][:, :14, :2], px[:, :14], atol=1e-3)
+    # the box is 1.2x the projected mesh
+    vp = focal[:, None, None] * verts[..., :2].numpy() / verts[..., 2:3].numpy() + c
+    lo, hi = vp.min(1), vp.max(1)
+    np.testing.assert_allclose(ann["center"], (lo + hi) / 2, atol=1e-3)
+    np.testing.assert_allclose(ann["scale"], 1.2 * (hi - lo).max(1) / 200, rtol=1e-5)
+    # upright-ish: the head top is above the pelvis in every image (y down)
+    assert (ann["part"][:, 13, 1] < ann["part"][:, 14, 1]).all()
+    # keypoints labelled visible sit on their own body part (or just off the silhouette)
+    own = {"right_wrist": "right_arm", "left_wrist": "left_arm", "right_ankle": "right_leg",
+           "left_ankle": "left_leg", "head_top": "head", "nose": "head"}  # fmt: skip
+    checked = 0
+    for i in range(N):
+        parts = cv2.imread(str(d / ann["partname"][i]), cv2.IMREAD_GRAYSCALE)
+        for name, part in own.items():
+            x, y, v = ann["part"][i, J24_NAMES.index(name)]
+            xi, yi = int(round(x)), int(round(y))
+            if v > 0 and parts[yi, xi] > 0:
+                assert PART_NAMES[parts[yi, xi]] == part, (i, name)
+                checked += 1
+    assert checked >= N
+
+
+def test_deterministic_across_workers_and_runs(synth_dirs):
+    a, b = synth_dirs
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert len(files) == 3 * N + 1
+    for f in files:
+        if f.suffix == ".npz":
+            with np.load(a / f) as x, np.load(b / f) as y:
+                assert x.files == y.files
+                for k in x.files:
+                    np.testing.assert_array_equal(x[k], y[k])
+        else:
+            assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+def _scene(yaw, pose=None):
+    scene = sample_scene(0, 0, 96)
+    r, _ = cv2.Rodrigues(
+        np.array([[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0], [-math.sin(yaw), 0, math.cos(yaw)]])
+        @ np.diag([1.0, -1.0, -1.0])
+    )
+    scene["pose"] = np.zeros(72) if pose is None else pose.copy()
+    scene["pose"][:3] = r.ravel()
+    scene["betas"] = np.zeros(10)
+    scene["offset"] = np.zeros(2)
+    return scene
+
+
+def test_visibility_follows_occlusion(tmp_path):
+    import hmr_fast.data.synth as synth
+
+    model = load_model()
+    synth._STATE.update(image_size=96, out=tmp_path, jpeg=[cv2.IMWRITE_JPEG_QUALITY, 90])
+    for sub in ("images", "masks", "parts"):
+        (tmp_path / sub).mkdir()
+    from hmr_fast.render import face_labels, vertex_part_labels
+
+    faces = np.asarray(model.faces, np.int64)
+    synth._STATE.update(faces=faces, face_part=face_labels(
+        vertex_part_labels(model.lbs_weights.numpy()), faces))  # fmt: skip
+    jobs = list(synth._forward_jobs(model, [_scene(0.0), _scene(math.pi), _scene(math.pi / 2)], 96))
+    front, back, side = (render_sample(j)["part"] for j in jobs)
+    face = [J24_NAMES.index(n) for n in ("nose", "left_eye", "right_eye")]
+    assert front[face, 2].all() and not back[face, 2].any()
+    lsp = list(range(14))
+    assert front[lsp, 2].all()  # T-pose facing the camera: nothing hidden
+    # side view (yaw +90: the body's left faces the camera... or its right): the far arm's
+    # wrist and elbow hide behind the torso / near arm, the near ones stay visible
+    lw, rw = J24_NAMES.index("left_wrist"), J24_NAMES.index("right_wrist")
+    assert side[lw, 2] + side[rw, 2] == 1
+
+
+def test_keypoint_visibility_rule():
+    # a 4x4 raster: face 0 (torso) on the left half, face 1 (left arm) on the right half
+    fi = np.array([[0, 0, 1, 1]] * 4)
+    raster = Raster(np.full((4, 4), 2.0, np.float32), fi, np.zeros((4, 4, 3), np.float32))
+    face_part = np.array([2, 3], np.uint8)
+    kp = np.full((24, 3), [-5.0, -5.0, 3.0])  # outside: invisible
+    kp[J24_NAMES.index("left_wrist")] = [3, 1, 3.0]  # on its own arm
+    kp[J24_NAMES.index("right_wrist")] = [3, 2, 3.0]  # behind the left arm
+    kp[J24_NAMES.index("left_shoulder")] = [0, 0, 3.0]  # on the torso: allowed
+    kp[J24_NAMES.index("nose")] = [1, 1, 2.01]  # surface point within 2 cm
+    kp[J24_NAMES.index("left_eye")] = [1, 2, 2.5]  # behind the surface
+    vis = keypoint_visibility(kp, raster, face_part, 4)
+    expect = {"left_wrist": 1, "right_wrist": 0, "left_shoulder": 1, "nose": 1, "left_eye": 0}
+    for name, v in expect.items():
+        assert vis[J24_NAMES.index(name)] == v, name
+    assert vis.sum() == 3
+
+
+def test_dataset_reads_synth(synth_dirs):
+    d = synth_dirs[0]
+    ds = KeypointDataset(d / "annotations.npz", d, image_size=32, train=False, return_masks=True)
+    item = ds[1]
+    assert item["has_smpl"] == 1 and item["has_3d"] == 1 and item["has_mask"] == 1
+    assert item["part_mask"].shape == (32, 32) and item["part_mask"].max() <= 6
+    assert item["silhouette"].sum() > 10
+    # the visible keypoints lie inside the crop
+    kp = item["keypoints_2d"]
+    assert (kp[kp[:, 2] > 0, :2].abs() <= 1).all()
+
+
+def test_cli(tmp_path):
+    assert main(["--out", str(tmp_path / "s"), "--n", "2", "--image-size", "48",
+                 "--workers", "1", "--no-progress"]) == 0  # fmt: skip
+    assert (tmp_path / "s" / "annotations.npz").is_file()
+    assert main(["--out", str(tmp_path / "t"), "--n", "0", "--no-progress"]) == 2
