@@ -1,21 +1,24 @@
 """Triton kernels for the SMPL backward (gradients w.r.t. betas, pose, translation, camera).
 
-Three launches, whatever the batch, in this order:
+Four launches, whatever the batch, in this order:
 
 1. ``_smpl_readout_bwd_kernel`` (per block of samples): the projection and readout backward:
    camera gradient, gradient of the 24 posed joints, and the gradient of the few readout
    vertices (E vertex joints + Q keypoint rows) as one (B, NU, 3) buffer (no scatter: the
    readout vertices are distinct).
-2. ``_smpl_vertex_bwd_kernel`` (grid: vertex splits x sample tiles): recomputes v_posed with
-   the forward's ``tl.dot``, then per vertex tile: the translation gradient, the skinning
-   backward, the gradient of A (B, 24, 12) reduced over the tile's vertices as a ``tl.dot``
-   with the tile's dense (vertices x joints) weights, and the gradient of [beta, pose
-   feature] as a ``tl.dot`` with blend_dirs^T. Each program owns one split's rows of the
-   (NSPLIT, B, ...) partial buffers: no atomics; the blend-coefficient partials are
-   read-modify-written by their owning program only.
-3. ``_smpl_skeleton_bwd_kernel`` (per block of samples, vectorised over joints): sums the
-   NSPLIT partials (the "small reduction"), then goes back through the skinning transforms,
-   forward kinematics, rest joints and Rodrigues.
+2. ``_smpl_vertex_bwd_rel_kernel`` (grid: vertex splits x sample tiles): recomputes v_posed
+   with the forward's blend GEMM, then the gradient of A (B, 24, 12) reduced over the
+   vertices as one ``tl.dot`` of all (sample, row, column) products with the tile's dense
+   (vertices x joints) weights, and the translation gradient.
+3. ``_smpl_vertex_bwd_coef_kernel`` (same grid): the skinning backward (gradient of
+   v_posed, which needs no v_posed) and the gradient of [beta, pose feature] as a ``tl.dot``
+   with blend_dirs^T, read-modify-written into the program's own partial rows.
+   Splitting 2 and 3 keeps each kernel's registers low enough for tensor-core tiles without
+   spills. Each program owns one split's rows of the (NSPLIT, B, ...) partial buffers: no
+   atomics.
+4. ``_smpl_skeleton_bwd_kernel`` (per block of samples, vectorised over joints): sums the
+   partials of 2 and 3 (the "small reduction"), then goes back through the skinning
+   transforms, forward kinematics, rest joints and Rodrigues.
 
 Forward kinematics backward without a level loop. With S_j = dL/dG_R,j · G_R,j^T,
 S_j = sum over the subtree of j of (D_d G_R,d^T + T_d G_t,d^T) - (sum of T_d) G_t,j^T,
@@ -30,20 +33,40 @@ import triton.language as tl
 
 from .smpl_fwd import (
     NUM_JOINT_SLOTS,
-    _blend_tile,
     _load12,
     _mm,
+    _mma,
     _rest_joints,
     _rodrigues_coeffs,
-    _store12,
     _variant,
 )
 
 GPU_READOUT_BWD = dict(BLOCK_B=4, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_R=32, BLOCK_U=32, num_warps=4)
-GPU_VERTEX_BWD = dict(BLOCK_B=16, BLOCK_V=32, BLOCK_K=16, BLOCK_J=NUM_JOINT_SLOTS, num_warps=8)
-GPU_VERTEX_BWD_F64 = dict(BLOCK_B=4, BLOCK_V=32, BLOCK_K=8, BLOCK_J=NUM_JOINT_SLOTS, num_warps=4)
+GPU_VERTEX_BWD_REL_F64 = dict(BLOCK_B=2, BLOCK_V=8, BLOCK_K=8, BLOCK_J=NUM_JOINT_SLOTS, num_warps=4)
+GPU_VERTEX_BWD_COEF_F64 = dict(BLOCK_B=4, BLOCK_V=32, BLOCK_K=8, num_warps=4)
 GPU_SKELETON_BWD = dict(BLOCK_B=16, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_L=8, num_warps=8)
 GPU_SKELETON_BWD_F64 = dict(BLOCK_B=2, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_L=8, num_warps=4)
+
+# fp32 block sizes by (precision, GPU family), as smpl_fwd.GPU_VERTEX_FWD; all spill-free.
+# The A-gradient kernel's dot has 16 BLOCK_B rows (wgmma on sm_90a whatever BLOCK_B); the
+# coefficient-gradient dot has BLOCK_B rows (64 for wgmma).
+_J = dict(BLOCK_J=NUM_JOINT_SLOTS)
+GPU_VERTEX_BWD_REL = {
+    ("tf32x3", 90): dict(BLOCK_B=16, BLOCK_V=8, BLOCK_K=16, **_J, num_warps=8),
+    ("ieee", 90): dict(BLOCK_B=16, BLOCK_V=16, BLOCK_K=16, **_J, num_warps=8),
+    ("tf32", 90): dict(BLOCK_B=16, BLOCK_V=16, BLOCK_K=16, **_J, num_warps=8),
+    ("tf32x3", 80): dict(BLOCK_B=16, BLOCK_V=8, BLOCK_K=16, **_J, num_warps=8),
+    ("ieee", 80): dict(BLOCK_B=16, BLOCK_V=16, BLOCK_K=16, **_J, num_warps=8),
+    ("tf32", 80): dict(BLOCK_B=16, BLOCK_V=16, BLOCK_K=16, **_J, num_warps=8),
+}
+GPU_VERTEX_BWD_COEF = {
+    ("tf32x3", 90): dict(BLOCK_B=64, BLOCK_V=16, BLOCK_K=32, num_warps=8),
+    ("ieee", 90): dict(BLOCK_B=16, BLOCK_V=32, BLOCK_K=32, num_warps=4),
+    ("tf32", 90): dict(BLOCK_B=64, BLOCK_V=16, BLOCK_K=32, num_warps=8),
+    ("tf32x3", 80): dict(BLOCK_B=16, BLOCK_V=32, BLOCK_K=32, num_warps=4),
+    ("ieee", 80): dict(BLOCK_B=32, BLOCK_V=32, BLOCK_K=32, num_warps=8),
+    ("tf32", 80): dict(BLOCK_B=16, BLOCK_V=32, BLOCK_K=32, num_warps=4),
+}
 
 
 @triton.jit
@@ -194,17 +217,87 @@ def _rotation_col(base, mask, gx, gy, gz):
 
 
 @triton.jit
-def _smpl_vertex_bwd_kernel(
+def _vertex_grad(gv_ptr, gu_ptr, v2u_ptr, ob2, mb2, ov, mv, V, NU, HAS_GV: tl.constexpr):
+    """Gradient of a (samples x vertices) tile of skinned vertices: the readout part (only
+    the few vertices with a readout slot) plus, when HAS_GV, the vertices' own gradient."""
+    m2 = mb2 & mv[None, :]
+    u = tl.load(v2u_ptr + ov, mask=mv, other=-1)
+    mu = m2 & (u >= 0)[None, :]
+    gub = gu_ptr + ob2 * (NU * 3) + u[None, :] * 3
+    gx = tl.load(gub + 0, mask=mu, other=0.0)
+    gy = tl.load(gub + 1, mask=mu, other=0.0)
+    gz = tl.load(gub + 2, mask=mu, other=0.0)
+    if HAS_GV:
+        gvb = gv_ptr + ob2 * (V * 3) + ov[None, :] * 3
+        gx += tl.load(gvb + 0, mask=m2, other=0.0)
+        gy += tl.load(gvb + 1, mask=m2, other=0.0)
+        gz += tl.load(gvb + 2, mask=m2, other=0.0)
+    return gx, gy, gz
+
+
+@triton.jit
+def _blend_tile4(
+    coeffs_ptr,
+    bdirs_ptr,
+    vt_ptr,
+    ob,
+    mb,
+    ov0,
+    V,
+    KC,
+    USE_DOT: tl.constexpr,
+    PREC: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Homogeneous v_posed of vertices ov0 + [0, BLOCK_V) as one (samples, 4, vertices) tile
+    [x; y; z; 1]: a single dot whose columns run over (component, vertex)."""
+    n = tl.arange(0, 4 * BLOCK_V)
+    m = n // BLOCK_V
+    ov = ov0 + n % BLOCK_V
+    mn = (m < 3) & (ov < V)
+    cols = 3 * ov[None, :] + m[None, :]
+    acc = tl.zeros((BLOCK_B, 4 * BLOCK_V), dtype=coeffs_ptr.dtype.element_ty)
+    for k0 in range(0, KC, BLOCK_K):
+        ok = k0 + tl.arange(0, BLOCK_K)
+        mk = ok < KC
+        coef = tl.load(
+            coeffs_ptr + ob[:, None] * KC + ok[None, :], mask=mb[:, None] & mk[None, :], other=0.0
+        )
+        bd = tl.load(
+            bdirs_ptr + ok[:, None] * (3 * V) + cols, mask=mk[:, None] & mn[None, :], other=0.0
+        )
+        acc = _mma(coef, bd, acc, USE_DOT, PREC)
+    vt = tl.load(vt_ptr + 3 * ov + m, mask=mn, other=0.0)
+    acc += tl.where(m == 3, 1.0, vt)[None, :]
+    return tl.reshape(acc, (BLOCK_B, 4, BLOCK_V))
+
+
+@triton.jit
+def _vertex_grad4(gv_ptr, gu_ptr, v2u_ptr, ob, mb, ov, mv, V, NU, HAS_GV: tl.constexpr):
+    """Vertex gradient of a tile as (samples, 4, vertices), component 3 zero (see
+    _vertex_grad)."""
+    c = tl.arange(0, 4)[None, :, None]
+    ob3 = ob[:, None, None]
+    m3 = mb[:, None, None] & mv[None, None, :] & (c < 3)
+    u = tl.load(v2u_ptr + ov, mask=mv, other=-1)[None, None, :]
+    g = tl.load(gu_ptr + ob3 * (NU * 3) + u * 3 + c, mask=m3 & (u >= 0), other=0.0)
+    if HAS_GV:
+        g += tl.load(gv_ptr + ob3 * (V * 3) + ov[None, None, :] * 3 + c, mask=m3, other=0.0)
+    return g
+
+
+@triton.jit
+def _smpl_vertex_bwd_rel_kernel(
     coeffs_ptr,  # (B, KC) [beta, pose feature] from the forward
     bdirs_ptr,  # (KC, V*3)
     vt_ptr,  # (V, 3)
     skin_idx_ptr,  # (V, K) int64
     skin_w_ptr,  # (V, K)
-    rel_ptr,  # (B, J, 12) skinning transforms A
     gv_ptr,  # (B, V, 3) grad of the vertices (read only when HAS_GV)
     gu_ptr,  # (B, NU, 3) grad of the readout vertices
     v2u_ptr,  # (V,) int32 readout slot of each vertex, -1 if none
-    gcoef_ptr,  # in/out (NSPLIT, B, KC), zero-initialised
     grel_ptr,  # out (NSPLIT, B, J, 12)
     gtr_ptr,  # out (NSPLIT, B, 3)
     B,
@@ -222,34 +315,35 @@ def _smpl_vertex_bwd_kernel(
     BLOCK_K: tl.constexpr,
     BLOCK_J: tl.constexpr,
 ):
+    """Gradient of the skinning transforms A and of the translation through the vertices.
+
+    dL/dA_j[c, m] = sum_i w_ij g_ic [v_posed_i; 1]_m, v_posed recomputed with the forward's
+    blend GEMM. All 16 (c, m) products of all samples form the rows of one
+    (16 BLOCK_B, vertices) @ (vertices, joints) dot with the tile's dense skinning weights
+    (rows c = 3 are zero padding). Program (split s, sample tile) owns row s of the partial
+    buffers.
+    """
     pid_s = tl.program_id(0)
     pid_b = tl.program_id(1)
     ob = pid_b.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     mb = ob < B
-    ob2 = ob[:, None]
-    mb2 = mb[:, None]
     oj = tl.arange(0, BLOCK_J)
     dtype = coeffs_ptr.dtype.element_ty
-    z2 = tl.zeros((BLOCK_B, BLOCK_J), dtype=dtype)
-    ga00, ga01, ga02, ga03 = z2, z2, z2, z2
-    ga10, ga11, ga12, ga13 = z2, z2, z2, z2
-    ga20, ga21, ga22, ga23 = z2, z2, z2, z2
-    gtx = tl.zeros((BLOCK_B,), dtype=dtype)
-    gty = tl.zeros((BLOCK_B,), dtype=dtype)
-    gtz = tl.zeros((BLOCK_B,), dtype=dtype)
-    row = (pid_s * B + ob2) * KC
+    ga = tl.zeros((16 * BLOCK_B, BLOCK_J), dtype=dtype)
+    gt = tl.zeros((BLOCK_B, 4), dtype=dtype)
     for t in range(pid_s, tl.cdiv(V, BLOCK_V), NSPLIT):
-        ov = t * BLOCK_V + tl.arange(0, BLOCK_V)
+        ov0 = t * BLOCK_V
+        ov = ov0 + tl.arange(0, BLOCK_V)
         mv = ov < V
-        m2 = mb2 & mv[None, :]
-        vx, vy, vz = _blend_tile(
+        g4 = _vertex_grad4(gv_ptr, gu_ptr, v2u_ptr, ob, mb, ov, mv, V, NU, HAS_GV)
+        gt += tl.sum(g4, axis=2)
+        v4 = _blend_tile4(
             coeffs_ptr,
             bdirs_ptr,
             vt_ptr,
             ob,
             mb,
-            ov,
-            mv,
+            ov0,
             V,
             KC,
             USE_DOT,
@@ -258,51 +352,78 @@ def _smpl_vertex_bwd_kernel(
             BLOCK_V,
             BLOCK_K,
         )
-        u = tl.load(v2u_ptr + ov, mask=mv, other=-1)
-        mu = m2 & (u >= 0)[None, :]
-        gub = gu_ptr + ob2 * (NU * 3) + u[None, :] * 3
-        gx = tl.load(gub + 0, mask=mu, other=0.0)
-        gy = tl.load(gub + 1, mask=mu, other=0.0)
-        gz = tl.load(gub + 2, mask=mu, other=0.0)
-        if HAS_GV:
-            gvb = gv_ptr + ob2 * (V * 3) + ov[None, :] * 3
-            gx += tl.load(gvb + 0, mask=m2, other=0.0)
-            gy += tl.load(gvb + 1, mask=m2, other=0.0)
-            gz += tl.load(gvb + 2, mask=m2, other=0.0)
-        gtx += tl.sum(gx, axis=1)
-        gty += tl.sum(gy, axis=1)
-        gtz += tl.sum(gz, axis=1)
-
-        # Skinning backward: grad of v_posed, and the tile's dense weights for the A-grad dot.
-        gpx = tl.zeros((BLOCK_B, BLOCK_V), dtype=dtype)
-        gpy = tl.zeros((BLOCK_B, BLOCK_V), dtype=dtype)
-        gpz = tl.zeros((BLOCK_B, BLOCK_V), dtype=dtype)
+        x = tl.reshape(g4[:, :, None, :] * v4[:, None, :, :], (16 * BLOCK_B, BLOCK_V))
         w_dense = tl.zeros((BLOCK_V, BLOCK_J), dtype=dtype)
         for k in range(K):
             idx = tl.load(skin_idx_ptr + ov * K + k, mask=mv, other=0)
             w = tl.load(skin_w_ptr + ov * K + k, mask=mv, other=0.0)
-            ab = rel_ptr + ob2 * (NJ * 12) + idx[None, :] * 12
-            w2 = w[None, :]
-            # A_R^T g: only the rotation columns are needed.
-            gpx += w2 * _rotation_col(ab + 0, m2, gx, gy, gz)
-            gpy += w2 * _rotation_col(ab + 1, m2, gx, gy, gz)
-            gpz += w2 * _rotation_col(ab + 2, m2, gx, gy, gz)
             w_dense += tl.where(idx[:, None] == oj[None, :], w[:, None], 0.0)
-        ga00 += _mm(gx * vx, w_dense, USE_DOT, PREC)
-        ga01 += _mm(gx * vy, w_dense, USE_DOT, PREC)
-        ga02 += _mm(gx * vz, w_dense, USE_DOT, PREC)
-        ga03 += _mm(gx, w_dense, USE_DOT, PREC)
-        ga10 += _mm(gy * vx, w_dense, USE_DOT, PREC)
-        ga11 += _mm(gy * vy, w_dense, USE_DOT, PREC)
-        ga12 += _mm(gy * vz, w_dense, USE_DOT, PREC)
-        ga13 += _mm(gy, w_dense, USE_DOT, PREC)
-        ga20 += _mm(gz * vx, w_dense, USE_DOT, PREC)
-        ga21 += _mm(gz * vy, w_dense, USE_DOT, PREC)
-        ga22 += _mm(gz * vz, w_dense, USE_DOT, PREC)
-        ga23 += _mm(gz, w_dense, USE_DOT, PREC)
+        ga = _mma(x, w_dense, ga, USE_DOT, PREC)
 
-        # grad [beta, pf] += g_vposed @ blend_dirs^T, into this program's own partial rows
-        # (read back after the previous tile's stores, hence the barrier).
+    ga4 = tl.reshape(ga, (BLOCK_B, 4, 4, BLOCK_J))
+    b4 = ob[:, None, None, None]
+    c4 = tl.arange(0, 4)[None, :, None, None]
+    m4 = tl.arange(0, 4)[None, None, :, None]
+    j4 = oj[None, None, None, :]
+    ptr = grel_ptr + (pid_s * B + b4) * (NJ * 12) + j4 * 12 + c4 * 4 + m4
+    tl.store(ptr, ga4, mask=(b4 < B) & (c4 < 3) & (j4 < NJ))
+    c2 = tl.arange(0, 4)[None, :]
+    tl.store(gtr_ptr + (pid_s * B + ob[:, None]) * 3 + c2, gt, mask=mb[:, None] & (c2 < 3))
+
+
+@triton.jit
+def _smpl_vertex_bwd_coef_kernel(
+    bdirs_ptr,  # (KC, V*3)
+    skin_idx_ptr,  # (V, K) int64
+    skin_w_ptr,  # (V, K)
+    rel_ptr,  # (B, J, 12) skinning transforms A
+    gv_ptr,  # (B, V, 3) grad of the vertices (read only when HAS_GV)
+    gu_ptr,  # (B, NU, 3) grad of the readout vertices
+    v2u_ptr,  # (V,) int32 readout slot of each vertex, -1 if none
+    gcoef_ptr,  # in/out (NSPLIT, B, KC), zero-initialised
+    B,
+    V,
+    KC,
+    K,
+    NJ,
+    NU,
+    NSPLIT,
+    HAS_GV: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    PREC: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Gradient of [beta, pose feature]: g_vposed = sum_k w_k A_R^T g (skinning backward,
+    no v_posed needed), then g_vposed @ blend_dirs^T into this program's own partial rows."""
+    pid_s = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    ob = pid_b.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    mb = ob < B
+    ob2 = ob[:, None]
+    mb2 = mb[:, None]
+    dtype = bdirs_ptr.dtype.element_ty
+    row = (pid_s * B + ob2) * KC
+    for t in range(pid_s, tl.cdiv(V, BLOCK_V), NSPLIT):
+        ov = t * BLOCK_V + tl.arange(0, BLOCK_V)
+        mv = ov < V
+        m2 = mb2 & mv[None, :]
+        gx, gy, gz = _vertex_grad(gv_ptr, gu_ptr, v2u_ptr, ob2, mb2, ov, mv, V, NU, HAS_GV)
+        gpx = tl.zeros((BLOCK_B, BLOCK_V), dtype=dtype)
+        gpy = tl.zeros((BLOCK_B, BLOCK_V), dtype=dtype)
+        gpz = tl.zeros((BLOCK_B, BLOCK_V), dtype=dtype)
+        for k in range(K):
+            idx = tl.load(skin_idx_ptr + ov * K + k, mask=mv, other=0)
+            w = tl.load(skin_w_ptr + ov * K + k, mask=mv, other=0.0)[None, :]
+            ab = rel_ptr + ob2 * (NJ * 12) + idx[None, :] * 12
+            # A_R^T g: only the rotation columns are needed.
+            gpx += w * _rotation_col(ab + 0, m2, gx, gy, gz)
+            gpy += w * _rotation_col(ab + 1, m2, gx, gy, gz)
+            gpz += w * _rotation_col(ab + 2, m2, gx, gy, gz)
+
+        # The partial rows were stored by other threads of this program for the previous
+        # tile: barrier before reading them back.
         tl.debug_barrier()
         cols = 3 * ov[:, None]
         for k0 in range(0, KC, BLOCK_K):
@@ -317,14 +438,6 @@ def _smpl_vertex_bwd_kernel(
             mbk = mb2 & mk[None, :]
             tl.store(ptr, tl.load(ptr, mask=mbk, other=0.0) + g, mask=mbk)
 
-    mj2 = mb2 & (oj < NJ)[None, :]
-    rb = grel_ptr + (pid_s * B + ob2) * (NJ * 12) + oj[None, :] * 12
-    _store12(rb, mj2, ga00, ga01, ga02, ga03, ga10, ga11, ga12, ga13, ga20, ga21, ga22, ga23)
-    tb = gtr_ptr + (pid_s * B + ob) * 3
-    tl.store(tb + 0, gtx, mask=mb)
-    tl.store(tb + 1, gty, mask=mb)
-    tl.store(tb + 2, gtz, mask=mb)
-
 
 @triton.jit
 def _smpl_skeleton_bwd_kernel(
@@ -336,7 +449,7 @@ def _smpl_skeleton_bwd_kernel(
     depth_ptr,  # (J,) int32
     desc_ptr,  # (BLOCK_J, BLOCK_J) D[d, j] = 1 if d is in the subtree of j
     world_ptr,  # (B, J, 12) world transforms from the forward
-    gcoef_ptr,  # (NSPLIT, B, KC) partial grads of [beta, pose feature]
+    gcoef_ptr,  # (NSPLIT_C, B, KC) partial grads of [beta, pose feature]
     grel_ptr,  # (NSPLIT, B, J, 12) partial grads of A
     gtrv_ptr,  # (NSPLIT, B, 3) partial transl grads through the vertices
     gfk_ptr,  # (B, J, 3) grad of the 24 posed joints
@@ -348,6 +461,7 @@ def _smpl_skeleton_bwd_kernel(
     L,
     NJ,
     NSPLIT,
+    NSPLIT_C,
     ROT_INPUT: tl.constexpr,
     USE_DOT: tl.constexpr,
     BLOCK_B: tl.constexpr,
@@ -489,7 +603,7 @@ def _smpl_skeleton_bwd_kernel(
 
     # Pose-feature gradients (joints 1..) add straight onto the local rotations.
     mpf = m2 & (oj2 >= 1)
-    for sp in range(NSPLIT):
+    for sp in range(NSPLIT_C):
         pf = gcoef_ptr + (sp * B + ob2) * KC + L + 9 * (oj2 - 1)
         r00 += tl.load(pf + 0, mask=mpf, other=0.0)
         r01 += tl.load(pf + 1, mask=mpf, other=0.0)
@@ -516,7 +630,7 @@ def _smpl_skeleton_bwd_kernel(
         ml = ol < L
         mbl = mb[:, None] & ml[None, :]
         acc = tl.zeros((BLOCK_B, BLOCK_L), dtype=zero2.dtype)
-        for sp in range(NSPLIT):
+        for sp in range(NSPLIT_C):
             acc += tl.load(gcoef_ptr + (sp * B + ob2) * KC + ol[None, :], mask=mbl, other=0.0)
         msd = mj[:, None] & ml[None, :]
         sd = jsd_ptr + oj[:, None] * (3 * L) + ol[None, :]
@@ -591,18 +705,16 @@ def readout_bwd_signature(dt: str) -> dict:
     return sig
 
 
-def vertex_bwd_signature(dt: str) -> dict:
+def vertex_bwd_rel_signature(dt: str) -> dict:
     sig = {
         "coeffs_ptr": _p(dt),
         "bdirs_ptr": _p(dt),
         "vt_ptr": _p(dt),
         "skin_idx_ptr": "*i64",
         "skin_w_ptr": _p(dt),
-        "rel_ptr": _p(dt),
         "gv_ptr": _p(dt),
         "gu_ptr": _p(dt),
         "v2u_ptr": "*i32",
-        "gcoef_ptr": _p(dt),
         "grel_ptr": _p(dt),
         "gtr_ptr": _p(dt),
     }
@@ -612,6 +724,24 @@ def vertex_bwd_signature(dt: str) -> dict:
             k: "constexpr"
             for k in ("HAS_GV", "USE_DOT", "PREC", "BLOCK_B", "BLOCK_V", "BLOCK_K", "BLOCK_J")
         }
+    )
+    return sig
+
+
+def vertex_bwd_coef_signature(dt: str) -> dict:
+    sig = {
+        "bdirs_ptr": _p(dt),
+        "skin_idx_ptr": "*i64",
+        "skin_w_ptr": _p(dt),
+        "rel_ptr": _p(dt),
+        "gv_ptr": _p(dt),
+        "gu_ptr": _p(dt),
+        "v2u_ptr": "*i32",
+        "gcoef_ptr": _p(dt),
+    }
+    sig.update({k: "i32" for k in ("B", "V", "KC", "K", "NJ", "NU", "NSPLIT")})
+    sig.update(
+        {k: "constexpr" for k in ("HAS_GV", "USE_DOT", "PREC", "BLOCK_B", "BLOCK_V", "BLOCK_K")}
     )
     return sig
 
@@ -642,7 +772,7 @@ def skeleton_bwd_signature(dt: str) -> dict:
             )
         }
     )
-    sig.update({k: "i32" for k in ("B", "L", "NJ", "NSPLIT")})
+    sig.update({k: "i32" for k in ("B", "L", "NJ", "NSPLIT", "NSPLIT_C")})
     sig.update({k: "constexpr" for k in ("ROT_INPUT", "USE_DOT", "BLOCK_B", "BLOCK_J", "BLOCK_L")})
     return sig
 
@@ -670,31 +800,38 @@ def _aot_variants() -> list[dict]:
                     USE_DOT=dt == "fp32",
                 )
             )
-    for has_gv in (False, True):
-        tag = "verts" if has_gv else "kp"
-        for prec in ("ieee", "tf32"):
+    kernels = (
+        ("rel", _smpl_vertex_bwd_rel_kernel, vertex_bwd_rel_signature, GPU_VERTEX_BWD_REL),
+        ("coef", _smpl_vertex_bwd_coef_kernel, vertex_bwd_coef_signature, GPU_VERTEX_BWD_COEF),
+    )
+    f64_cfgs = {"rel": GPU_VERTEX_BWD_REL_F64, "coef": GPU_VERTEX_BWD_COEF_F64}
+    for part, fn, signature, table in kernels:
+        for has_gv in (False, True):
+            tag = "verts" if has_gv else "kp"
+            for (prec, arch), cfg in table.items():
+                out.append(
+                    _variant(
+                        f"smpl_vertex_bwd_{part}_fp32_{prec}_{tag}_sm{arch}",
+                        fn,
+                        signature("fp32"),
+                        cfg,
+                        archs=(arch,),
+                        HAS_GV=has_gv,
+                        USE_DOT=True,
+                        PREC=prec,
+                    )
+                )
             out.append(
                 _variant(
-                    f"smpl_vertex_bwd_fp32_{prec}_{tag}",
-                    _smpl_vertex_bwd_kernel,
-                    vertex_bwd_signature("fp32"),
-                    GPU_VERTEX_BWD,
+                    f"smpl_vertex_bwd_{part}_fp64_{tag}",
+                    fn,
+                    signature("fp64"),
+                    f64_cfgs[part],
                     HAS_GV=has_gv,
-                    USE_DOT=True,
-                    PREC=prec,
+                    USE_DOT=False,
+                    PREC="ieee",
                 )
             )
-        out.append(
-            _variant(
-                f"smpl_vertex_bwd_fp64_{tag}",
-                _smpl_vertex_bwd_kernel,
-                vertex_bwd_signature("fp64"),
-                GPU_VERTEX_BWD_F64,
-                HAS_GV=has_gv,
-                USE_DOT=False,
-                PREC="ieee",
-            )
-        )
     return out
 
 

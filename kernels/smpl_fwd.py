@@ -30,9 +30,33 @@ NUM_JOINT_SLOTS = 32  # BLOCK_J: the 24 joints padded to a power of two
 # Block sizes the host launchers use on a GPU (smpl_triton.py reads these).
 GPU_SKELETON_FWD = dict(BLOCK_B=8, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_L=8, num_warps=2)
 GPU_SKELETON_FWD_F64 = dict(BLOCK_B=4, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_L=8, num_warps=2)
-GPU_VERTEX_FWD = dict(BLOCK_B=32, BLOCK_V=64, BLOCK_K=32, num_warps=8)
 GPU_VERTEX_FWD_F64 = dict(BLOCK_B=8, BLOCK_V=32, BLOCK_K=8, num_warps=4)
 GPU_READOUT = dict(BLOCK_B=4, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_R=32, BLOCK_U=32, num_warps=4)
+
+# The fp32 blend GEMM's tl.dot input precisions: "tf32x3" (three TF32 tensor-core MMAs on a
+# hi/lo split of each operand, about fp32 accuracy), "ieee" (exact fp32 FMAs on CUDA cores),
+# "tf32" (one TF32 MMA, ~1e-4 m vertex error).
+FP32_PRECISIONS = ("tf32x3", "ieee", "tf32")
+# GPU families with their own block sizes: 90 = Hopper (sm_90a, wgmma needs 64-row tiles),
+# 80 = the rest (mma.sync: Ampere, Ada, and the fallback for newer parts).
+GPU_ARCHS = (90, 80)
+
+
+def gpu_arch(capability: tuple) -> int:
+    """The GPU_ARCHS family of a CUDA compute capability (major, minor)."""
+    return 90 if capability[0] == 9 else 80
+
+
+# fp32 vertex kernel block sizes by (precision, GPU family); each entry is an AOT variant.
+# 64-sample tiles give wgmma on sm_90a; everything here compiles without register spills.
+GPU_VERTEX_FWD = {
+    ("tf32x3", 90): dict(BLOCK_B=64, BLOCK_V=32, BLOCK_K=32, num_warps=8),
+    ("ieee", 90): dict(BLOCK_B=32, BLOCK_V=64, BLOCK_K=32, num_warps=8),
+    ("tf32", 90): dict(BLOCK_B=64, BLOCK_V=32, BLOCK_K=32, num_warps=8),
+    ("tf32x3", 80): dict(BLOCK_B=32, BLOCK_V=64, BLOCK_K=16, num_warps=8),
+    ("ieee", 80): dict(BLOCK_B=32, BLOCK_V=32, BLOCK_K=32, num_warps=8),
+    ("tf32", 80): dict(BLOCK_B=32, BLOCK_V=64, BLOCK_K=32, num_warps=8),
+}
 
 
 @triton.jit
@@ -42,6 +66,16 @@ def _mm(a, b, USE_DOT: tl.constexpr, PREC: tl.constexpr):
         out = tl.dot(a, b, input_precision=PREC)
     else:
         out = tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+    return out
+
+
+@triton.jit
+def _mma(a, b, acc, USE_DOT: tl.constexpr, PREC: tl.constexpr):
+    """acc + (M, K) @ (K, N), as _mm."""
+    if USE_DOT:
+        out = tl.dot(a, b, acc, input_precision=PREC)
+    else:
+        out = acc + tl.sum(a[:, :, None] * b[None, :, :], axis=1)
     return out
 
 
@@ -532,11 +566,17 @@ def readout_fwd_signature(dt: str) -> dict:
     }
 
 
-def _variant(name, fn, signature, cfg, **flags):
+def _variant(name, fn, signature, cfg, archs=None, **flags):
+    """An AOT_VARIANTS entry; archs: the GPU_ARCHS it is launched on (None: all)."""
     cfg = dict(cfg)
     num_warps = cfg.pop("num_warps")
     return dict(
-        name=name, fn=fn, signature=signature, constexprs={**cfg, **flags}, num_warps=num_warps
+        name=name,
+        fn=fn,
+        signature=signature,
+        constexprs={**cfg, **flags},
+        num_warps=num_warps,
+        archs=archs,
     )
 
 
@@ -561,13 +601,14 @@ def _aot_variants() -> list[dict]:
                 GPU_READOUT,
             )
         )
-    for prec in ("ieee", "tf32"):
+    for (prec, arch), cfg in GPU_VERTEX_FWD.items():
         out.append(
             _variant(
-                f"smpl_vertex_fwd_fp32_{prec}",
+                f"smpl_vertex_fwd_fp32_{prec}_sm{arch}",
                 _smpl_vertex_fwd_kernel,
                 vertex_fwd_signature("fp32"),
-                GPU_VERTEX_FWD,
+                cfg,
+                archs=(arch,),
                 USE_DOT=True,
                 PREC=prec,
             )

@@ -91,7 +91,9 @@ def reference_outputs(model, betas, pose, transl, camera, regressor, pose2rot):
     )
 
 
-def compare(model, inputs, regressor, pose2rot, return_verts, val_tol, grad_tol, tf32=False):
+def compare(
+    model, inputs, regressor, pose2rot, return_verts, val_tol, grad_tol, tf32=False, precision=None
+):
     """Triton vs the float64 reference on the same inputs: values and all four gradients."""
     betas, pose, transl, camera = inputs
     outs = st.smpl_forward_triton(
@@ -104,6 +106,7 @@ def compare(model, inputs, regressor, pose2rot, return_verts, val_tol, grad_tol,
         keypoint_regressor=regressor,
         camera=camera,
         tf32=tf32,
+        precision=precision,
     )
     assert (outs[0] is not None) == return_verts
     m64 = to(model, torch.float64)
@@ -286,7 +289,7 @@ def test_launch_counts(monkeypatch):
     )
     assert len(launched) == 3
     sum(o.sum() for o in outs).backward()
-    assert len(launched) == 6
+    assert len(launched) == 7  # backward: readout, vertex A-grad, vertex coef-grad, skeleton
     assert all(x.grad is not None for x in (betas, pose, transl, camera))
 
 
@@ -409,3 +412,143 @@ def test_tf32_flag_runs_close():
         grad_tol=5e-3,
         tf32=True,
     )
+
+
+# --------------------------------------------------------------------------- precision modes
+
+
+def test_default_precision_selection():
+    # fp32 on CUDA: split-precision TF32 tensor cores; fp64 never uses tl.dot.
+    assert st.select_dot_precision(torch.float32, "cuda") == (True, "tf32x3")
+    assert st.select_dot_precision(torch.float64, "cuda") == (False, "ieee")
+    # The interpreter computes exact fp32 products whatever it is told: call it "ieee".
+    assert st.select_dot_precision(torch.float32, "cpu") == (True, "ieee")
+    for prec in ("ieee", "tf32", "tf32x3"):
+        assert st.select_dot_precision(torch.float32, "cuda", prec) == (True, prec)
+        assert st.select_dot_precision(torch.float64, "cuda", prec) == (False, "ieee")
+    assert st.resolve_precision() is None
+    assert st.resolve_precision(tf32=True) == "tf32"
+    assert st.resolve_precision("tf32", tf32=True) == "tf32"
+    with pytest.raises(ValueError, match="precision"):
+        st.resolve_precision("tf32x3", tf32=True)
+    with pytest.raises(ValueError, match="precision"):
+        st.resolve_precision("fp16")
+    # Every fp32 precision has block sizes for every GPU family.
+    for prec in st.PRECISIONS:
+        for arch in st._kf.GPU_ARCHS:
+            assert (prec, arch) in st._kf.GPU_VERTEX_FWD
+            assert (prec, arch) in st._kb.GPU_VERTEX_BWD_REL
+            assert (prec, arch) in st._kb.GPU_VERTEX_BWD_COEF
+    assert st._kf.gpu_arch((9, 0)) == 90 and st._kf.gpu_arch((8, 6)) == 80
+
+
+@pytest.mark.parametrize("precision,arch", [("tf32x3", 90), ("tf32x3", 80), ("ieee", 80)])
+def test_explicit_precision_runs(monkeypatch, precision, arch):
+    # The constexpr paths of every fp32 precision, with the GPU block sizes of both families
+    # (the interpreter computes exact products: the values must match at fp32 accuracy).
+    monkeypatch.setattr(st, "USE_GPU_BLOCKS", True)
+    monkeypatch.setattr(st, "INTERPRETED_GPU_ARCH", arch)
+    model = random_model(100, num_skin=3, dtype=torch.float32)
+    compare(
+        model,
+        random_inputs(3, 10, torch.float32),
+        sparse_regressor(100, dtype=torch.float32),
+        True,
+        True,
+        val_tol=2e-5,
+        grad_tol=2e-5,
+        precision=precision,
+    )
+    with pytest.raises(ValueError, match="precision"):
+        st.smpl_forward_triton(
+            model,
+            *random_inputs(1, 10, torch.float32)[:3],
+            pose2rot=True,
+            return_verts=True,
+            precision="bf16",
+        )
+
+
+def _tf32_round(x: torch.Tensor) -> torch.Tensor:
+    """cvt.rna.tf32.f32: keep 10 mantissa bits, round to nearest, ties away from zero."""
+    return ((x.view(torch.int32) + 0x1000) & -0x2000).view(torch.float32)
+
+
+def _tf32_truncate(x: torch.Tensor) -> torch.Tensor:
+    """What a TF32 MMA reads of an fp32 register: the top 19 bits."""
+    return (x.view(torch.int32) & -0x2000).view(torch.float32)
+
+
+def emulated_dot(a: torch.Tensor, b: torch.Tensor, precision: str, block_k: int) -> torch.Tensor:
+    """(M, K) @ (K, N) in fp32 as Triton's tl.dot computes it on an NVIDIA GPU, K in blocks.
+
+    "tf32x3" (Triton's F32DotTC pass): a = a_hi + a_lo with a_hi = tf32(a) (round to
+    nearest), a_lo = a - a_hi (read truncated by the MMA); per block
+    acc += a_hi b_hi + (a_lo b_hi + a_hi b_lo). Products of TF32 numbers are exact in fp32,
+    so fp32 matmuls of the parts reproduce the MMAs up to the summation order.
+    """
+    acc = a.new_zeros(a.shape[0], b.shape[1])
+    for k0 in range(0, a.shape[1], block_k):
+        ak, bk = a[:, k0 : k0 + block_k], b[k0 : k0 + block_k]
+        if precision == "ieee":
+            acc = acc + ak @ bk
+        elif precision == "tf32":
+            acc = acc + _tf32_truncate(ak) @ _tf32_truncate(bk)
+        else:
+            a_hi, b_hi = _tf32_round(ak), _tf32_round(bk)
+            a_lo, b_lo = _tf32_truncate(ak - a_hi), _tf32_truncate(bk - b_hi)
+            acc = acc + (a_hi @ b_hi + (a_lo @ b_hi + a_hi @ b_lo))
+    return acc
+
+
+def test_tf32_emulation_rounds_like_the_hardware():
+    x = torch.tensor([1.0 + 2.0**-11, 1.0 + 2.0**-10 + 2.0**-11, -(1.0 + 2.0**-11), 3.0])
+    assert _tf32_round(x).tolist() == [1.0 + 2.0**-10, 1.0 + 2.0**-9, -(1.0 + 2.0**-10), 3.0]
+    assert _tf32_truncate(x).tolist() == [1.0, 1.0 + 2.0**-10, -1.0, 3.0]
+    a, b = torch.randn(16, 300), torch.randn(300, 8)
+    exact = a.double() @ b.double()
+    err = {p: (emulated_dot(a, b, p, 32).double() - exact).abs().max() for p in st.PRECISIONS}
+    assert err["tf32x3"] < 4 * err["ieee"] + 1e-6 < err["tf32"] / 50
+
+
+def test_tf32x3_vertex_error_on_the_procedural_body():
+    """MEASURES the default fp32 CUDA path's blend-GEMM error (tf32x3, emulated on CPU) on
+    the procedural body: vertex error vs float64 within the 2e-5 m budget. Plain TF32 is
+    measured too (it is over budget: the reason it is opt-in)."""
+    from hmr_fast import SMPL
+
+    with pytest.warns(UserWarning, match="procedural"):
+        m64 = SMPL(dtype=torch.float64).model_tensors()
+    m32 = ref.ModelTensors(
+        *[t.float() if torch.is_tensor(t) and t.is_floating_point() else t for t in m64]
+    )
+    batch = 64
+    betas = torch.randn(batch, m64.joint_shapedirs.shape[2], dtype=torch.float64) * 1.5
+    pose = torch.randn(batch, 72, dtype=torch.float64) * 0.6
+    rot64 = ref.rodrigues(pose.reshape(-1, 3)).reshape(batch, 24, 3, 3)
+    verts64, _, _ = ref.smpl_forward(m64, betas, rot64)
+    coeffs64 = torch.cat([betas, ref.pose_feature(rot64)], dim=1)
+    offsets64 = coeffs64 @ m64.blend_dirs
+
+    rot = ref.rodrigues(pose.float().reshape(-1, 3)).reshape(batch, 24, 3, 3)
+    coeffs = torch.cat([betas.float(), ref.pose_feature(rot)], dim=1)
+    joints = ref.rest_joints(betas.float(), m32.joint_template, m32.joint_shapedirs)
+    _, rel = ref.forward_kinematics(rot, joints, m32.parents)
+    block_k = st._kf.GPU_VERTEX_FWD["tf32x3", 90]["BLOCK_K"]
+    vertex_err, gemm_err = {}, {}
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # plain fp32 CPU matmuls for the parts
+    try:
+        for prec in st.PRECISIONS:
+            offsets = emulated_dot(coeffs, m32.blend_dirs, prec, block_k)
+            gemm_err[prec] = (offsets.double() - offsets64).abs().max().item()
+            v_posed = offsets.view(batch, -1, 3) + m32.v_template
+            verts = ref.skin(v_posed, rel, m32.skin_idx, m32.skin_w)
+            vertex_err[prec] = (verts.double() - verts64).norm(dim=-1).max().item()
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    print(f"emulated max vertex error (m): {vertex_err}; blend GEMM alone: {gemm_err}")
+    assert vertex_err["tf32x3"] <= 2e-5, vertex_err
+    # Split TF32 is as good as fp32 FMAs here (the rest of the fp32 pipeline dominates).
+    assert gemm_err["tf32x3"] <= 4 * gemm_err["ieee"] + 1e-7, gemm_err
+    assert vertex_err["tf32"] > 2e-5, vertex_err  # the emulation does round

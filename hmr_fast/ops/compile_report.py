@@ -1,15 +1,16 @@
 """`hmr-fast kernels-report --arch sm_90a|sm_80`: compile every Triton kernel variant ahead
 of time (no GPU needed) and print one line per variant:
 
-    NAME regs=N spills=N smem=BYTES mma=yes|no
+    NAME regs=N spills=N smem=BYTES mma=yes|no mma_op=wgmma|mma.sync|none
 
 Every module in ``hmr_fast.kernels`` that exposes ``AOT_VARIANTS`` (a list of
-dict(name, fn, signature, constexprs, num_warps)) is compiled with
+dict(name, fn, signature, constexprs, num_warps, archs)) is compiled with
 ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 90 or 80, 32))``. Triton itself
 turns capability 90 into ``sm_90a`` (the arch-specific variant with wgmma). Registers and
 spills come from ``ptxas -v`` (Triton's bundled ptxas) on the generated PTX, shared memory
-from the compiled metadata, mma from the PTX (wgmma / mma.sync). Exit status 1 if any variant
-fails to compile.
+from the compiled metadata, mma from the PTX (mma_op: wgmma if any wgmma, else mma.sync).
+A variant whose ``archs`` (compute capabilities 80 / 90, None = all) excludes the target is
+not launched there and not listed. Exit status 1 if any variant fails to compile.
 
 Compiling needs real ``@triton.jit`` kernels, so when ``TRITON_INTERPRET=1`` is set (the
 test suite sets it on a machine without CUDA) the report re-runs itself in a subprocess
@@ -98,8 +99,25 @@ def compile_variant(variant: dict, capability: int) -> dict:
     )
     ptx = compiled.asm["ptx"]
     regs, spills = _ptxas_usage(ptx, capability)
-    mma = bool(re.search(r"\b(wgmma|mma)\.", ptx))
-    return dict(regs=regs, spills=spills, smem=int(compiled.metadata.shared), mma=mma)
+    if re.search(r"\bwgmma\.mma_async", ptx):
+        mma_op = "wgmma"
+    elif re.search(r"\bmma\.sync", ptx):
+        mma_op = "mma.sync"
+    else:
+        mma_op = "none"
+    return dict(
+        regs=regs,
+        spills=spills,
+        smem=int(compiled.metadata.shared),
+        mma=mma_op != "none",
+        mma_op=mma_op,
+    )
+
+
+def launched_on(variant: dict, capability: int) -> bool:
+    """Whether the launchers use this variant on a GPU of this capability (80 or 90)."""
+    archs = variant.get("archs")
+    return archs is None or capability in archs
 
 
 def iter_variants():
@@ -145,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         name = variant.get("name", f"{module}.{getattr(variant.get('fn'), '__name__', '?')}")
         if args.only and not re.search(args.only, name):
             continue
+        if not launched_on(variant, capability):
+            continue
         try:
             r = compile_variant(variant, capability)
         except Exception as exc:  # report and keep going; exit status says it failed
@@ -157,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(
             f"{name} regs={r['regs']} spills={r['spills']} smem={r['smem']} "
-            f"mma={'yes' if r['mma'] else 'no'}",
+            f"mma={'yes' if r['mma'] else 'no'} mma_op={r['mma_op']}",
             flush=True,
         )
     return 1 if failures else 0

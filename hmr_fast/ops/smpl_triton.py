@@ -3,10 +3,10 @@
 Public API:
 
 * ``smpl_forward_triton(model, betas, pose, transl, *, pose2rot, return_verts,
-  keypoint_regressor, camera, tf32=False, plan=None)`` -> (vertices or None, joints (B, 45, 3),
-  keypoints or None, projected joints or None, projected keypoints or None). Differentiable
-  w.r.t. betas, pose (axis-angle through Rodrigues, or the rotation matrices), transl and
-  camera; the model constants get no gradient.
+  keypoint_regressor, camera, precision=None, tf32=False, plan=None)`` -> (vertices or None,
+  joints (B, 45, 3), keypoints or None, projected joints or None, projected keypoints or
+  None). Differentiable w.r.t. betas, pose (axis-angle through Rodrigues, or the rotation
+  matrices), transl and camera; the model constants get no gradient.
 * ``make_plan(model, keypoint_regressor, vertices=...)`` / ``get_plan`` (cached): everything
   the kernels need besides the per-call inputs. With ``vertices=False`` (keypoint mode) the
   plan holds ``reference.vertex_subset`` of the model over only the vertices the 21 vertex
@@ -14,11 +14,16 @@ Public API:
   ``smpl_forward_triton`` builds it through ``get_plan`` (cached on the tensors' data_ptr and
   version) unless ``plan=`` is given; under ``torch.compile(fullgraph=True)`` pass ``plan=``
   (get_plan is hidden from dynamo, which means a graph break).
+* ``select_dot_precision(dtype, device_type, precision)`` / ``resolve_precision``: the
+  precision choice below.
 
-Launches: forward 3 (skeleton, vertex, readout+projection), backward 3 (readout, vertex,
-skeleton); see kernels/smpl_fwd.py and kernels/smpl_bwd.py. The vertex backward writes
-per-split partial sums to (NSPLIT, B, ...) buffers; the skeleton backward kernel sums them
-(no atomics, no torch reduction).
+Launches: forward 3 (skeleton, vertex, readout+projection), backward 4 (readout, vertex
+A-gradient, vertex blend-coefficient gradient, skeleton); see kernels/smpl_fwd.py and
+kernels/smpl_bwd.py. The two vertex backward kernels write per-split partial sums to
+(NSPLIT, B, ...) buffers; the skeleton backward kernel sums them (no atomics, no torch
+reduction). GPU block sizes depend on the precision and the GPU family (sm_90 or the rest,
+read from the device's compute capability); every variant compiles without register spills
+for sm_90a and sm_80 (``hmr-fast kernels-report``).
 
 Ops: ``torch.ops.hmr_fast.smpl_fwd`` / ``smpl_bwd``, registered with
 ``torch.library.triton_op`` + ``wrap_triton`` when the kernels are compiled (CUDA), so
@@ -28,13 +33,25 @@ interpreted kernels (it returns them unchanged, and fake tensors would then be l
 the same bodies are registered as opaque ``torch.library.custom_op``s with a fake
 implementation (the body with launches skipped for fake tensors).
 
-Precision: fp32 ``tl.dot`` uses input_precision="ieee" (exact fp32 products, CUDA cores);
-the default path matches the float64 reference to ~1e-6 m. ``tf32=True`` switches the blend-
-shape GEMMs (forward and backward) to TF32 tensor cores. Its error, emulated on CPU by rounding
-[beta, pose feature] and blend_dirs to TF32 (10-bit mantissa, round to nearest) on the
-procedural body (B = 256, betas ~ 1.5 sd, joint angles ~ 0.6 rad): vertex error max 1.4e-4 m,
-mean 1.1e-5 m, i.e. above the 2e-5 m budget, hence opt-in (not yet measured on a GPU; the
-interpreter ignores input_precision). fp64 uses broadcast multiply-sums instead of ``tl.dot``.
+Precision of the fp32 blend-shape GEMMs (``precision=``; forward, and the backward's
+recomputation, A-gradient and coefficient-gradient dots alike):
+
+* ``"tf32x3"`` (default for fp32 on CUDA): Triton's split-precision TF32, each fp32 operand
+  split into a TF32 high part (round to nearest) and the fp32 remainder, three TF32
+  tensor-core MMAs (hi*hi + hi*lo + lo*hi) per dot: wgmma on sm_90a, mma.sync on sm_80.
+  Emulated on CPU (tests/test_smpl_triton.py::test_tf32x3_vertex_error_on_the_procedural_body:
+  the same split and truncations, K in the kernel's blocks) on the procedural body, B = 64,
+  betas ~ 1.5 sd, joint angles ~ 0.6 rad, three runs: blend GEMM error max 4.7-5.0e-8 m
+  (exact-fp32 FMAs: 3.2-3.9e-8 m) and vertex error max 5.0-5.5e-7 m, identical to the
+  all-fp32 pipeline's (the other fp32 steps dominate): far within the 2e-5 m budget.
+* ``"ieee"``: exact fp32 products on CUDA cores (no tensor cores); vertex error the same
+  5.0-5.5e-7 m. What the interpreter computes whatever it is told, hence the CPU default.
+* ``"tf32"`` (also ``tf32=True``, kept for older callers): one TF32 MMA per dot; emulated
+  vertex error max 2.0-2.6e-4 m (the MMA reads operands truncated to 10 mantissa bits), over
+  budget, opt-in only.
+
+Not yet measured on a GPU (no device in the session that wrote this). fp64 uses broadcast
+multiply-sums instead of ``tl.dot`` and ignores ``precision``.
 """
 
 import importlib
@@ -313,10 +330,55 @@ def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _dot_settings(dtype: torch.dtype, tf32: bool):
-    use_dot = dtype == torch.float32
-    prec = "tf32" if (tf32 and use_dot) else "ieee"
-    return use_dot, prec
+# The GPU family (kernels' GPU_ARCHS) whose block sizes USE_GPU_BLOCKS runs under the
+# interpreter; on CUDA the device's compute capability decides.
+INTERPRETED_GPU_ARCH = 90
+PRECISIONS = _kf.FP32_PRECISIONS
+
+
+def _gpu_arch(device: torch.device) -> int:
+    if device.type != "cuda":
+        return INTERPRETED_GPU_ARCH
+    return _kf.gpu_arch(torch.cuda.get_device_capability(device))
+
+
+def resolve_precision(precision: str | None = None, tf32: bool = False) -> str | None:
+    """Validate the user's precision choice; ``tf32=True`` is the old spelling of "tf32".
+
+    Returns the requested precision, or None for "the default for the dtype and device".
+    """
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS} or None, got {precision!r}")
+    if tf32:
+        if precision not in (None, "tf32"):
+            raise ValueError(f"precision: tf32=True contradicts precision={precision!r}")
+        return "tf32"
+    return precision
+
+
+def select_dot_precision(
+    dtype: torch.dtype, device_type: str, precision: str | None = None
+) -> tuple[bool, str]:
+    """(use tl.dot, tl.dot input_precision) for the blend-shape GEMMs.
+
+    fp64 never uses tl.dot (exact FMA multiply-sums; `precision` does not apply). fp32 uses
+    tl.dot with `precision`, by default "tf32x3" on CUDA (tensor cores at about fp32
+    accuracy) and "ieee" elsewhere (the interpreter computes exact fp32 products whatever
+    it is told).
+    """
+    if dtype != torch.float32:
+        return False, "ieee"
+    if precision is None:
+        precision = "tf32x3" if device_type == "cuda" else "ieee"
+    return True, precision
+
+
+def _dot_settings(betas: torch.Tensor, precision: str) -> tuple[bool, str]:
+    """The op's (USE_DOT, PREC) constexprs; `precision` was resolved by the caller."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    use_dot = betas.dtype == torch.float32
+    return use_dot, precision if use_dot else "ieee"
 
 
 def _fwd_impl(
@@ -339,7 +401,7 @@ def _fwd_impl(
     ndepth: int,
     num_keypoints: int,
     pose2rot: bool,
-    tf32: bool,
+    precision: str,
 ) -> tuple[
     torch.Tensor,
     torch.Tensor,
@@ -375,7 +437,7 @@ def _fwd_impl(
     if FILL_OUTPUTS_WITH_NAN:
         for t in (coeffs, world, rel, verts, joints, kps, pj, pk):
             t.fill_(float("nan"))
-    use_dot, prec = _dot_settings(betas.dtype, tf32)
+    use_dot, prec = _dot_settings(betas, precision)
     if INTERPRETED and not USE_GPU_BLOCKS:
         bb = _interp_block_b(batch)
         sk = dict(BLOCK_B=bb, BLOCK_J=_BLOCK_J, BLOCK_L=16, num_warps=4)
@@ -390,7 +452,8 @@ def _fwd_impl(
         )
     else:
         sk = _kf.GPU_SKELETON_FWD if use_dot else _kf.GPU_SKELETON_FWD_F64
-        vx = _kf.GPU_VERTEX_FWD if use_dot else _kf.GPU_VERTEX_FWD_F64
+        arch = _gpu_arch(betas.device)
+        vx = _kf.GPU_VERTEX_FWD[prec, arch] if use_dot else _kf.GPU_VERTEX_FWD_F64
         ro = _kf.GPU_READOUT
     _launch(
         _kf._smpl_skeleton_fwd_kernel,
@@ -485,7 +548,7 @@ def _bwd_impl(
     vert_to_u: torch.Tensor,
     rout: torch.Tensor,
     pose2rot: bool,
-    tf32: bool,
+    precision: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> grads of (betas (B, L), pose (B, J*3) or (B, J*9), transl (B, 3), camera (B, 3))."""
     _require_launchable(betas, g_joints, rel, blend_dirs)
@@ -506,35 +569,42 @@ def _bwd_impl(
     if FILL_OUTPUTS_WITH_NAN:
         for t in (g_betas, g_pose, g_transl, g_camera):
             t.fill_(float("nan"))
-    use_dot, prec = _dot_settings(betas.dtype, tf32)
+    use_dot, prec = _dot_settings(betas, precision)
     if INTERPRETED and not USE_GPU_BLOCKS:
         bb = _interp_block_b(batch)
         rb = dict(
             BLOCK_B=min(_pow2(batch), 64), BLOCK_J=_BLOCK_J, BLOCK_R=64, BLOCK_U=64, num_warps=4
         )
-        vb = dict(
-            BLOCK_B=bb,
-            BLOCK_V=min(1024, _pow2(num_verts)),
-            BLOCK_K=64 if use_dot else 16,
+        va = dict(
+            BLOCK_B=bb if use_dot else 16,
+            BLOCK_V=min(128 if use_dot else 64, _pow2(num_verts)),
+            BLOCK_K=64,
             BLOCK_J=_BLOCK_J,
             num_warps=4,
         )
+        vc = dict(
+            BLOCK_B=bb,
+            BLOCK_V=min(1024, _pow2(num_verts)),
+            BLOCK_K=64 if use_dot else 16,
+            num_warps=4,
+        )
         sb = dict(BLOCK_B=bb, BLOCK_J=_BLOCK_J, BLOCK_L=16, num_warps=4)
-        nsplit = 1
+        split_rel = split_coef = 1
     else:
         rb = _kb.GPU_READOUT_BWD
-        vb = _kb.GPU_VERTEX_BWD if use_dot else _kb.GPU_VERTEX_BWD_F64
+        arch = _gpu_arch(betas.device)
+        va = _kb.GPU_VERTEX_BWD_REL[prec, arch] if use_dot else _kb.GPU_VERTEX_BWD_REL_F64
+        vc = _kb.GPU_VERTEX_BWD_COEF[prec, arch] if use_dot else _kb.GPU_VERTEX_BWD_COEF_F64
         sb = _kb.GPU_SKELETON_BWD if use_dot else _kb.GPU_SKELETON_BWD_F64
-        num_btiles = triton_cdiv(batch, vb["BLOCK_B"])
-        num_vtiles = triton_cdiv(num_verts, vb["BLOCK_V"])
-        # About two programs per SM; each split owns a strided set of vertex tiles.
-        nsplit = max(1, min(num_vtiles, triton_cdiv(2 * _num_sms(betas.device), num_btiles)))
+        num_sms = _num_sms(betas.device)
+        split_rel = _num_splits(batch, num_verts, va, num_sms)
+        split_coef = _num_splits(batch, num_verts, vc, num_sms)
 
     gfk = new(batch, num_joints, 3)
     gu = new(batch, num_u, 3)
     gtr = new(batch, 3)
-    grel = new(nsplit, batch, num_joints, 12)
-    gtrv = new(nsplit, batch, 3)
+    grel = new(split_rel, batch, num_joints, 12)
+    gtrv = new(split_rel, batch, 3)
     if FILL_OUTPUTS_WITH_NAN:
         for t in (gfk, gu, gtr, grel, gtrv):
             t.fill_(float("nan"))
@@ -564,21 +634,19 @@ def _bwd_impl(
         **rb,
     )
 
-    gcoef = betas.new_zeros(nsplit, batch, num_coeffs)
     has_gv = g_verts is not None
+    gv_buf = g_verts if has_gv else gu
     _launch(
-        _kb._smpl_vertex_bwd_kernel,
-        (nsplit, triton_cdiv(batch, vb["BLOCK_B"])),
+        _kb._smpl_vertex_bwd_rel_kernel,
+        (split_rel, triton_cdiv(batch, va["BLOCK_B"])),
         coeffs,
         blend_dirs,
         v_template,
         skin_idx,
         skin_w,
-        rel,
-        g_verts if has_gv else gu,
+        gv_buf,
         gu,
         vert_to_u,
-        gcoef,
         grel,
         gtrv,
         batch,
@@ -587,11 +655,35 @@ def _bwd_impl(
         num_skin,
         num_joints,
         num_u,
-        nsplit,
+        split_rel,
         HAS_GV=has_gv,
         USE_DOT=use_dot,
         PREC=prec,
-        **vb,
+        **va,
+    )
+    gcoef = betas.new_zeros(split_coef, batch, num_coeffs)
+    _launch(
+        _kb._smpl_vertex_bwd_coef_kernel,
+        (split_coef, triton_cdiv(batch, vc["BLOCK_B"])),
+        blend_dirs,
+        skin_idx,
+        skin_w,
+        rel,
+        gv_buf,
+        gu,
+        vert_to_u,
+        gcoef,
+        batch,
+        num_verts,
+        num_coeffs,
+        num_skin,
+        num_joints,
+        num_u,
+        split_coef,
+        HAS_GV=has_gv,
+        USE_DOT=use_dot,
+        PREC=prec,
+        **vc,
     )
 
     _launch(
@@ -616,12 +708,21 @@ def _bwd_impl(
         batch,
         num_betas,
         num_joints,
-        nsplit,
+        split_rel,
+        split_coef,
         ROT_INPUT=not pose2rot,
         USE_DOT=use_dot,
         **sb,
     )
     return g_betas, g_pose, g_transl, g_camera
+
+
+def _num_splits(batch: int, num_verts: int, cfg: dict, num_sms: int) -> int:
+    """Vertex splits of a vertex-backward kernel: about two programs per SM; each split owns
+    a strided set of vertex tiles."""
+    num_btiles = triton_cdiv(batch, cfg["BLOCK_B"])
+    num_vtiles = triton_cdiv(num_verts, cfg["BLOCK_V"])
+    return max(1, min(num_vtiles, triton_cdiv(2 * num_sms, num_btiles)))
 
 
 def _register():
@@ -656,13 +757,13 @@ def _register():
             _ndepth,
             _num_kp,
             pose2rot,
-            tf32,
+            precision,
         ) = inputs
         _verts, joints, kps, _pj, _pk, world, rel, coeffs = output
         ctx.mark_non_differentiable(world, rel, coeffs)
         ctx.set_materialize_grads(False)
         ctx.pose2rot = pose2rot
-        ctx.tf32 = tf32
+        ctx.precision = precision
         ctx.save_for_backward(
             betas,
             pose,
@@ -737,7 +838,7 @@ def _register():
             vert_to_u,
             rout,
             ctx.pose2rot,
-            ctx.tf32,
+            ctx.precision,
         )
         return tuple(grads) + (None,) * 16
 
@@ -775,6 +876,7 @@ def smpl_forward_triton(
     return_verts: bool,
     keypoint_regressor: torch.Tensor | None = None,
     camera: torch.Tensor | None = None,
+    precision: str | None = None,
     tf32: bool = False,
     plan: TritonPlan | None = None,
 ):
@@ -791,13 +893,16 @@ def smpl_forward_triton(
             keypoint regressor read are skinned (the plan holds that vertex subset).
         keypoint_regressor: (Q, V) over the full mesh, or None.
         camera: (B, 3) weak-perspective [s, tx, ty] or None.
-        tf32: TF32 tensor cores for the blend-shape GEMMs (fp32 only).
+        precision: fp32 blend-shape GEMM precision, "tf32x3" | "ieee" | "tf32", or None for
+            the default ("tf32x3" on CUDA, see the module docstring); fp64 ignores it.
+        tf32: True is the same as precision="tf32" (backwards compatibility).
         plan: a TritonPlan from make_plan/get_plan for this model, regressor and mode; built
             and cached here when None.
     Returns:
         vertices (B, V, 3) or None, joints (B, J + 21, 3), keypoints (B, Q, 3) or None,
         projected joints (B, J + 21, 2) or None, projected keypoints (B, Q, 2) or None.
     """
+    precision = resolve_precision(precision, tf32)
     if plan is None:
         _check_model(model)
         plan = get_plan(model, keypoint_regressor, vertices=return_verts)
@@ -856,7 +961,7 @@ def smpl_forward_triton(
         plan.ndepth,
         plan.num_keypoints,
         bool(pose2rot),
-        bool(tf32),
+        select_dot_precision(dtype, device.type, precision)[1],
     )
     has_kp = keypoint_regressor is not None or plan.num_keypoints > 0
     return (
