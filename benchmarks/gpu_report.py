@@ -174,31 +174,18 @@ def _step(model, inputs, mode, keypoints=False, compiled=None):
     return run_backward
 
 
-def _smplx_from_npz(path: str):
-    """smplx.SMPL over the procedural body's npz (smplx itself only unpickles files)."""
-    import contextlib
-    import io
-
-    import numpy as np
-    import smplx
-    from smplx.utils import Struct
-
-    with np.load(path) as data:
-        struct = Struct(**{k: data[k] for k in data.files})
-    with contextlib.redirect_stdout(io.StringIO()):  # smplx prints a 10-betas warning
-        return smplx.SMPL(model_path=path, data_struct=struct)
-
-
 def build_models(device) -> dict:
     from hmr_fast import SMPL
-    from hmr_fast.bench_cli import model_file
+    from hmr_fast.bench_cli import build_model, model_file
 
-    path = model_file()  # the procedural body written to npz
+    path = model_file()  # the procedural body, written where smplx can read it
     models = {}
     builders = (
-        ("smplx", lambda: _smplx_from_npz(path)),
+        ("smplx", lambda: build_model("smplx", path)),
         ("hmr_fast torch", lambda: SMPL(path, backend="torch")),
-        ("hmr_fast triton", lambda: SMPL(path, backend="triton")),
+        ("hmr_fast triton", lambda: SMPL(path, backend="triton")),  # tf32x3 blend GEMMs
+        ("hmr_fast triton ieee", lambda: SMPL(path, backend="triton", precision="ieee")),
+        ("hmr_fast triton tf32", lambda: SMPL(path, backend="triton", precision="tf32")),
     )
     for name, build in builders:
         try:
@@ -242,43 +229,9 @@ def parity(models: dict, device) -> list[list]:
     return rows
 
 
-def _triton_tf32_model(models):
-    """The Triton layer with TF32 blend-shape GEMMs (calls the op with tf32=True)."""
-    base = models.get("hmr_fast triton")
-    if base is None:
-        return None
-    from hmr_fast.ops import smpl_triton
-
-    class TF32(torch.nn.Module):
-        def __init__(self, layer):
-            super().__init__()
-            self.layer = layer
-
-        def forward(self, betas, body_pose, global_orient, transl, return_verts=True):
-            from types import SimpleNamespace
-
-            pose = torch.cat([global_orient, body_pose], 1)
-            v, j, k, _, _ = smpl_triton.smpl_forward_triton(
-                self.layer.model_tensors(),
-                betas,
-                pose,
-                transl,
-                pose2rot=True,
-                return_verts=return_verts,
-                keypoint_regressor=self.layer.keypoint_regressor,
-                tf32=True,
-            )
-            return SimpleNamespace(vertices=v, joints=j, keypoints=k)
-
-    return TF32(base)
-
-
 def smpl_rows(models, device, card, budget: Budget, batches, compile_smplx: bool) -> list[list]:
     rows = []
     impls = dict(models)
-    tf32 = _triton_tf32_model(models)
-    if tf32 is not None:
-        impls["hmr_fast triton tf32"] = tf32
     compiled = {}
     for batch in batches:
         inputs = _inputs(batch, device)

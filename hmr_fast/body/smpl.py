@@ -27,6 +27,7 @@ from hmr_fast.body.model_file import dense, load_model_file, resolve_model_path
 from hmr_fast.ops import reference
 
 BACKENDS = ("auto", "torch", "triton")
+PRECISIONS = (None, "tf32x3", "ieee", "tf32")
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
@@ -146,6 +147,10 @@ class SMPLLayer(nn.Module):
         backend: "auto", "torch" or "triton".
         keypoint_regressor: (K, V) array/tensor/scipy.sparse, a .npy path, or "hmr" for HMR's
             19 keypoints; the output's `keypoints` are then (B, K, 3).
+        precision: the Triton path's fp32 blend-shape GEMMs: None (default: "tf32x3" on CUDA,
+            split-precision tensor cores at fp32 accuracy), "ieee" (CUDA cores) or "tf32"
+            (opt-in, about 2e-4 m error); see hmr_fast.ops.smpl_triton. The torch path
+            always computes in the model's dtype.
         check_inputs: validate shapes, dtypes, devices and finiteness of every input. Turning
             it off saves the checks (and a device sync for the finiteness check on CUDA).
         ext: preferred extension when model_path is a folder.
@@ -158,11 +163,14 @@ class SMPLLayer(nn.Module):
     def __init__(self, model_path=None, gender: str = "neutral", num_betas: int = 10,
                  dtype: torch.dtype = torch.float32, vertex_ids=None, joint_mapper=None,
                  backend: str = "auto", keypoint_regressor=None, check_inputs: bool = True,
+                 precision: str | None = None,
                  ext: str = "pkl", use_hands: bool = True, use_feet_keypoints: bool = True,
                  v_template=None, data_struct=None, **kwargs):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if dtype not in _FLOAT_DTYPES:
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         if data_struct is not None:
@@ -179,6 +187,7 @@ class SMPLLayer(nn.Module):
             self.model_path = None if path is None else str(path)
         self.gender = gender
         self.backend = backend
+        self.precision = precision
         self.check_inputs = check_inputs
         self.joint_mapper = joint_mapper
         self.dtype = dtype
@@ -492,7 +501,7 @@ class SMPLLayer(nn.Module):
         return smpl_triton.smpl_forward_triton(
             self.model_tensors(), betas, full_pose, transl, pose2rot=pose2rot,
             return_verts=return_verts, keypoint_regressor=self.keypoint_regressor,
-            camera=camera, plan=plan)
+            camera=camera, plan=plan, precision=self.precision)
 
     def extra_repr(self) -> str:
         source = self.model_path or "embedded procedural body"
