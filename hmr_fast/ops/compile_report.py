@@ -122,7 +122,7 @@ def launched_on(variant: dict, capability: int) -> bool:
 
 def iter_variants():
     """(module name, variant) for every AOT variant in hmr_fast.kernels."""
-    from hmr_fast.ops.smpl_triton import kernels_package
+    from hmr_fast.ops.kernels_loader import kernels_package
 
     pkg = kernels_package()
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):

@@ -28,11 +28,10 @@ import triton
 from torch.library import wrap_triton
 
 from hmr_fast.body.constants import NUM_BODY_JOINTS
+from hmr_fast.ops.kernels_loader import kernels_package
 
-try:  # installed package: kernels/ is hmr_fast.kernels
-    from hmr_fast.kernels import discriminator as _kernels
-except ModuleNotFoundError:  # a source checkout that is not pip-installed
-    from kernels import discriminator as _kernels
+kernels_package()  # kernels/ is hmr_fast.kernels, also in a checkout that is not installed
+from hmr_fast.kernels import discriminator as _kernels  # noqa: E402
 
 ROT_DIM = 9
 HIDDEN = 32

@@ -54,40 +54,15 @@ Not yet measured on a GPU (no device in the session that wrote this). fp64 uses 
 multiply-sums instead of ``tl.dot`` and ignores ``precision``.
 """
 
-import importlib
-import importlib.util
-import pathlib
-import sys
 from typing import NamedTuple, Optional
 
 import torch
 
 from hmr_fast.ops import reference
+from hmr_fast.ops.kernels_loader import kernels_package
 from hmr_fast.ops.reference import ModelTensors
 
 _OP_NAMESPACE = "hmr_fast"
-
-
-def kernels_package():
-    """The ``hmr_fast.kernels`` package (setup.py maps it to the top-level kernels/ folder).
-
-    In a source checkout that was not pip-installed the mapping does not exist yet, so the
-    folder is loaded under that name by hand.
-    """
-    try:
-        return importlib.import_module("hmr_fast.kernels")
-    except ModuleNotFoundError:
-        folder = pathlib.Path(__file__).resolve().parents[2] / "kernels"
-        spec = importlib.util.spec_from_file_location(
-            "hmr_fast.kernels", folder / "__init__.py", submodule_search_locations=[str(folder)]
-        )
-        if spec is None or not (folder / "__init__.py").exists():
-            raise
-        pkg = importlib.util.module_from_spec(spec)
-        sys.modules["hmr_fast.kernels"] = pkg
-        spec.loader.exec_module(pkg)
-        return pkg
-
 
 kernels_package()
 from hmr_fast.kernels import smpl_bwd as _kb  # noqa: E402
