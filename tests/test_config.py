@@ -1,0 +1,92 @@
+"""Training config: YAML defaults (the paper's), overrides, and clear errors on typos."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from hmr_fast.train.config import DEFAULT_CONFIG, TrainConfig, apply_overrides, load_config
+from hmr_fast.train.trainer import config_for, parse_args
+
+
+def test_default_yaml_has_exactly_the_dataclass_keys():
+    keys = set(yaml.safe_load(DEFAULT_CONFIG.read_text()))
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert keys == fields
+
+
+def test_defaults_are_the_papers():
+    cfg = load_config()
+    assert cfg.encoder_lr == 1e-5 and cfg.disc_lr == 1e-4
+    assert cfg.encoder_weight_decay == 1e-4 and cfg.disc_weight_decay == 1e-4
+    assert cfg.batch_size == 64 and cfg.num_iters == 3 and cfg.image_size == 224
+    assert cfg.backbone == "resnet50"
+    assert (cfg.keypoint_weight, cfg.joints_3d_weight, cfg.adversarial_weight) == (60, 60, 1)
+    assert cfg.disc_weight == 1
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("backbone: resnet18\nbatch_size: 8\nencoder_lr: 3.0e-4\n")
+    cfg = load_config(path, {"batch_size": "16", "use_3d": "false", "data": "a,b"})
+    assert cfg.backbone == "resnet18" and cfg.encoder_lr == 3e-4
+    assert cfg.batch_size == 16 and cfg.use_3d is False and cfg.data == ["a", "b"]
+
+
+def test_unknown_yaml_key_names_it_and_suggests(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("batch_sise: 8\n")
+    with pytest.raises(ValueError, match=r"batch_sise.*batch_size"):
+        load_config(path)
+
+
+def test_unknown_override_and_bad_values():
+    with pytest.raises(ValueError, match=r"'encoder_lrr'.*'encoder_lr'"):
+        apply_overrides(TrainConfig(), {"encoder_lrr": 1.0})
+    with pytest.raises(ValueError, match="batch_size.*int"):
+        apply_overrides(TrainConfig(), {"batch_size": "many"})
+    with pytest.raises(ValueError, match="batch_size.*> 0"):
+        apply_overrides(TrainConfig(), {"batch_size": 0})
+    with pytest.raises(ValueError, match="resnet50"):
+        apply_overrides(TrainConfig(), {"backbone": "resnet5O"})
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_cli_flags_map_to_keys():
+    args, ov = parse_args(
+        [
+            "--steps",
+            "7",
+            "--batch-size",
+            "4",
+            "--backbone",
+            "resnet18",
+            "--image-size",
+            "64",
+            "--no-fused",
+            "--no-3d",
+            "--lr",
+            "1e-3",
+            "--set",
+            "keep_checkpoints=2",
+            "--workers",
+            "0",
+        ]
+    )
+    cfg = config_for(args, ov)
+    assert (cfg.steps, cfg.batch_size, cfg.backbone, cfg.image_size) == (7, 4, "resnet18", 64)
+    assert cfg.fused is False and cfg.use_3d is False and cfg.encoder_lr == 1e-3
+    assert cfg.keep_checkpoints == 2 and cfg.workers == 0
+    args, ov = parse_args(["--fused"])
+    assert config_for(args, ov).fused is True
+
+
+def test_cli_unknown_flag_suggests():
+    with pytest.raises(ValueError, match=r"--batch-sz.*--batch-size"):
+        parse_args(["--batch-sz", "4"])
+    with pytest.raises(ValueError, match=r"'stepz'.*'steps'"):
+        parse_args(["--set", "stepz=3"])

@@ -1,0 +1,210 @@
+"""`hmr-fast train`: exact resume, SIGKILL recovery, DDP on gloo, clear errors, logging.
+
+A tiny setup (ResNet-18 at 64 px, batch 4, 16 synthetic images, workers=0) on CPU.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hmr_fast.train import checkpoint as ckpt
+from hmr_fast.train.config import load_config
+from hmr_fast.train.trainer import StepSampler, main, train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from hmr_fast.data import synth, synth_mocap
+
+    root = tmp_path_factory.mktemp("train_data")
+    assert synth.main(["--out", str(root / "synth"), "--n", "16", "--image-size", "64",
+                       "--seed", "3", "--workers", "1", "--no-progress"]) == 0  # fmt: skip
+    assert synth_mocap.main(["--out", str(root / "mocap.npz"), "--n", "300"]) == 0
+    return root
+
+
+def _args(data, out, steps, *extra):
+    return ["--data", str(data / "synth"), "--mocap", str(data / "mocap.npz"),
+            "--backbone", "resnet18", "--image-size", "64", "--batch-size", "4",
+            "--workers", "0", "--steps", str(steps), "--out", str(out), "--seed", "5",
+            "--log-images-every", "0", "--no-progress", "--device", "cpu", *extra]  # fmt: skip
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_sampler_is_a_function_of_seed_and_step():
+    full = StepSampler(10, 4, seed=1, start_step=0, num_steps=8)
+    late = StepSampler(10, 4, seed=1, start_step=5, num_steps=8)
+    assert list(full)[5:] == list(late)
+    # Every epoch is a permutation; ranks split each global batch without overlap.
+    idx = [i for b in StepSampler(10, 5, 2, 0, 2) for _, i in b]
+    assert sorted(idx) == list(range(10))
+    r0 = StepSampler(12, 3, 0, 0, 2, rank=0, world=2)
+    r1 = StepSampler(12, 3, 0, 0, 2, rank=1, world=2)
+    both = [i for a, b in zip(r0, r1) for i in a + b]
+    assert sorted(i for _, i in both) == list(range(12))
+
+
+def test_resume_is_exact(data, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(_args(data, straight, 5, "--ckpt-every", "2")) == 0
+    assert main(_args(data, split, 3, "--ckpt-every", "2")) == 0
+    # Simulate a kill after step 3: the resume starts from the step-2 checkpoint and must
+    # drop the logged step 3 before redoing it.
+    (split / "checkpoints" / ckpt.checkpoint_name(3)).unlink()
+    # The resumed run repeats nothing but --out: the rest comes from the checkpoint.
+    assert main(["--resume", "--out", str(split), "--steps", "5", "--no-progress"]) == 0
+    a, b = _metrics(straight), _metrics(split)
+    assert [m["step"] for m in a] == [m["step"] for m in b] == [1, 2, 3, 4, 5]
+    keys = ["loss", "d_loss", "loss_kp_2d", "loss_smpl", "loss_joints_3d", "loss_adv"]
+    for ma, mb in zip(a, b):
+        for k in keys:
+            assert np.isfinite(ma[k])
+            assert ma[k] == pytest.approx(mb[k], rel=1e-6, abs=1e-7), (ma["step"], k)
+    # The losses do change from step to step (the comparison is not vacuous).
+    assert len({round(m["loss"], 6) for m in a}) > 1
+    # Same weights at the end.
+    wa = ckpt.load_checkpoint(ckpt.latest_checkpoint(straight / "checkpoints"))
+    wb = ckpt.load_checkpoint(ckpt.latest_checkpoint(split / "checkpoints"))
+    for k, v in wa["model"].items():
+        assert torch.allclose(v.float(), wb["model"][k].float(), atol=1e-6), k
+    assert wa["step"] == wb["step"] == 5
+    assert wa["config"]["backbone"] == "resnet18"
+    for key in ("encoder_optimizer", "discriminator_optimizer", "discriminator", "rng", "sampler"):
+        assert key in wa
+
+
+def test_sigkill_then_resume(data, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "hmr_fast.train", *_args(data, out, 500, "--ckpt-every", "2")]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ckpt.list_checkpoints(out / "checkpoints"):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+        time.sleep(0.7)  # let it get somewhere past the checkpoint
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    found = ckpt.latest_checkpoint(out / "checkpoints")
+    assert found is not None
+    k = ckpt.load_checkpoint(found)["step"]
+    assert k >= 2 and k % 2 == 0
+    assert main(["--resume", "--out", str(out), "--steps", str(k + 2), "--no-progress"]) == 0
+    steps = [m["step"] for m in _metrics(out)]
+    assert steps == list(range(1, k + 3))  # no gap, no duplicate past the checkpoint
+    assert not list((out / "checkpoints").glob("*.tmp"))
+
+
+def test_backbone_mismatch_is_a_clear_error(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_args(data, out, 1)) == 0
+    rc = main(["--resume", "--out", str(out), "--backbone", "resnet34", "--steps", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "backbone" in err and "resnet18" in err and "resnet34" in err
+    assert len(err) < 600  # one message, not a state_dict dump
+    cfg = load_config(None, {"backbone": "resnet34", "out": str(out), "data": [str(data / "synth")],
+                             "mocap": str(data / "mocap.npz"), "device": "cpu"})  # fmt: skip
+    with pytest.raises(ValueError, match="backbone='resnet18'"):
+        train(cfg, resume=True, progress=False)
+
+
+def test_missing_paths_raise_filenotfound(data, tmp_path):
+    cfg = load_config(None, {"data": [str(tmp_path / "no_such_dir")], "out": str(tmp_path / "o"),
+                             "mocap": str(data / "mocap.npz")})  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="no_such_dir"):
+        train(cfg, progress=False)
+    cfg = load_config(None, {"data": [str(data / "synth")], "out": str(tmp_path / "o"),
+                             "mocap": str(tmp_path / "nomocap.npz")})  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="nomocap.npz"):
+        train(cfg, progress=False)
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        train(load_config(None, {"out": str(tmp_path / "empty")}), resume=True, progress=False)
+
+
+def test_out_with_checkpoints_needs_resume(data, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(_args(data, out, 1)) == 0
+    assert main(_args(data, out, 2)) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_unknown_flag_suggests(capsys):
+    assert main(["--bakbone", "resnet18"]) == 2
+    assert "--backbone" in capsys.readouterr().err
+
+
+def test_no_3d_and_skipped_rows_and_images(data, tmp_path):
+    # A copy of the data with one image missing: it is replaced and counted.
+    broken = tmp_path / "broken"
+    shutil.copytree(data / "synth", broken)
+    images = sorted((broken / "images").iterdir())
+    for p in images[:3]:
+        p.unlink()
+    out = tmp_path / "no3d"
+    args = _args(data, out, 4, "--no-3d", "--log-images-every", "2")
+    args[args.index("--data") + 1] = str(broken)
+    assert main(args) == 0
+    m = _metrics(out)
+    assert len(m) == 4
+    assert "loss_smpl" not in m[0] and "loss_joints_3d" not in m[0]
+    assert m[-1]["skipped"] > 0
+    # TensorBoard got scalars and mesh images.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tb"), size_guidance={"images": 0})
+    acc.Reload()
+    assert "train/loss" in acc.Tags()["scalars"]
+    assert any("meshes" in t for t in acc.Tags()["images"])
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent /
+                    "torchrun").exists(), reason="torchrun not installed")  # fmt: skip
+def test_ddp_two_processes_gloo(data, tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun if torchrun.exists() else "torchrun"), "--standalone",
+           "--nproc_per_node", "2", "-m", "hmr_fast.train",
+           *_args(data, out, 2, "--batch-size", "2")]  # fmt: skip
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = _metrics(out)
+    assert [x["step"] for x in m] == [1, 2]  # rank 0 only logs
+    assert [s for s, _ in ckpt.list_checkpoints(out / "checkpoints")] == [2]
+    assert all(np.isfinite(x["loss"]) for x in m)
+
+
+def test_ranges_time_blocks_and_submodules():
+    from hmr_fast.train.trainer import Ranges
+
+    r = Ranges(timed=True)
+    lin = torch.nn.Linear(3, 3)
+    r.attach(lin, "inner")
+    with r("outer"):
+        time.sleep(0.01)
+        lin(torch.zeros(2, 3))
+    assert set(r.totals) == {"outer", "inner"}
+    assert r.totals["outer"] >= 0.01 and 0 <= r.totals["inner"] <= r.totals["outer"]
+    r.reset()
+    assert r.totals == {}
