@@ -78,8 +78,9 @@ def smpl_param_loss(
 
     pred_rotmats (B, 24, 3, 3); pred_betas (B, 10); gt_pose (B, 72) axis-angle, turned into
     rotation matrices here; gt_betas (B, 10); has_smpl (B,) bool or 0/1.
-    Returns MSE over the 24·9 rotation entries of labelled samples + MSE over their 10 betas
-    (each averaged over its own elements; 0 when no sample is labelled).
+    Returns the MSE over the concatenated [24·9 rotation entries, 10 betas] of labelled samples,
+    one mean over all 226 values as in the original code's `compute_3d_loss` (averaging the
+    betas separately would weigh 10 numbers as much as 216); 0 when no sample is labelled.
     """
     b = pred_rotmats.shape[0]
     if (
@@ -100,8 +101,9 @@ def smpl_param_loss(
     gt_pose = torch.where(keep, gt_pose.to(pred_rotmats.dtype), 0.0)
     gt_betas = torch.where(keep, gt_betas.to(pred_betas.dtype), 0.0)
     gt_rotmats = rodrigues(gt_pose.reshape(-1, 3)).reshape(b, 24, 3, 3)
-    pose_term = _masked_mean((pred_rotmats - gt_rotmats).square(), mask[:, None, None, None])
-    return pose_term + _masked_mean((pred_betas - gt_betas).square(), mask[:, None])
+    pred = torch.cat([pred_rotmats.reshape(b, -1), pred_betas], dim=1)
+    target = torch.cat([gt_rotmats.reshape(b, -1), gt_betas], dim=1)
+    return _masked_mean((pred - target).square(), mask[:, None])
 
 
 def joints_3d_loss(pred: torch.Tensor, gt: torch.Tensor, has_3d: torch.Tensor) -> torch.Tensor:

@@ -68,14 +68,14 @@ def test_smpl_param_loss_hand_example_and_masking():
     gt_betas[2] = NAN
     has = torch.tensor([True, True, False])
     loss = smpl_param_loss(pred_rot, pred_betas, gt_pose, gt_betas, has)
-    expected = 4.0 / (2 * 24 * 9) + 4.0 / (2 * 10)
+    expected = (4.0 + 4.0) / (2 * (24 * 9 + 10))  # one mean over all 226 values
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     loss.backward()
     assert torch.isfinite(pred_rot.grad).all() and torch.isfinite(pred_betas.grad).all()
     assert torch.equal(pred_rot.grad[2], torch.zeros(24, 3, 3))
     assert torch.equal(pred_betas.grad[2], torch.zeros(10))
-    # d/dbeta of (beta - 0)^2 / 20 = 2 beta / 20.
-    torch.testing.assert_close(pred_betas.grad[0], pred_betas.detach()[0] / 10)
+    # d/dbeta of (beta - 0)^2 / (2 * 226) = beta / 226.
+    torch.testing.assert_close(pred_betas.grad[0], pred_betas.detach()[0] / 226)
 
 
 def test_smpl_param_loss_no_labels_is_zero_with_zero_grad():
