@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -124,42 +123,9 @@ def blend_shapes(betas: torch.Tensor, pose_feat: torch.Tensor, v_template: torch
         v_posed: (B, V, 3), stored vertex-major ((V, 3, B) in memory) for `skin`.
     """
     coeffs = torch.cat([betas, pose_feat], dim=1)
-    if _numpy_blas_applies(coeffs, v_template, blend_dirs):
-        offsets = _NumpyBlendGEMM.apply(coeffs, v_template, blend_dirs)
-    else:
-        # Transposed GEMM: the (V*3, B) result is the layout skinning wants.
-        offsets = torch.addmm(v_template.reshape(-1, 1), blend_dirs.t(), coeffs.t())
+    # Transposed GEMM: the (V*3, B) result is the layout skinning wants.
+    offsets = torch.addmm(v_template.reshape(-1, 1), blend_dirs.t(), coeffs.t())
     return offsets.view(-1, 3, coeffs.shape[0]).permute(2, 0, 1)
-
-
-def _numpy_blas_applies(coeffs, v_template, blend_dirs) -> bool:
-    """numpy's BLAS (OpenBLAS in numpy's wheels) runs this GEMM on CPU, when the constants
-    need no gradient and no graph is being compiled. torch's CPU GEMM is MKL, whose sgemm
-    takes a generic path on AMD processors: on the project's 2-core EPYC the blend GEMM at
-    B=64 took 7.1 ms with MKL and 3.3 ms (5.5 ms with OPENBLAS_CORETYPE=Haswell) with
-    OpenBLAS, one thread each (2026-11-25)."""
-    return (coeffs.device.type == "cpu" and coeffs.dtype in (torch.float32, torch.float64)
-            and not (v_template.requires_grad or blend_dirs.requires_grad)
-            and not torch.compiler.is_compiling() and not torch.jit.is_tracing())
-
-
-class _NumpyBlendGEMM(torch.autograd.Function):
-    """offsets (V*3, B) = v_template + blend_dirs^T · coeffs^T, GEMMs through numpy."""
-
-    @staticmethod
-    def forward(ctx, coeffs, v_template, blend_dirs):
-        dirs = blend_dirs.detach().numpy()
-        offsets = torch.from_numpy(np.matmul(dirs.T, coeffs.detach().numpy().T))
-        offsets += v_template.detach().reshape(-1, 1)
-        ctx.save_for_backward(blend_dirs)
-        return offsets
-
-    @staticmethod
-    def backward(ctx, grad_offsets):
-        (blend_dirs,) = ctx.saved_tensors
-        grad = grad_offsets.detach().numpy()
-        grad_coeffs = torch.from_numpy(np.matmul(grad.T, blend_dirs.detach().numpy().T))
-        return grad_coeffs, None, None
 
 
 def tree_levels(parents: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
