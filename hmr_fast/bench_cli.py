@@ -22,7 +22,8 @@ MODES = ("forward", "forward_backward")
 
 
 def model_file(model_path: str | None = None) -> str:
-    """The model file both sides load: the user's, or the procedural body written to a pickle (smplx reads only pickles)."""
+    """The model file both sides load: the user's, or the procedural body written to a
+    pickle (smplx reads only pickles)."""
     if model_path:
         return model_path
     from hmr_fast.body.procedural import write_procedural_model
