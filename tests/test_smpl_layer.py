@@ -60,6 +60,7 @@ def compare(ref, ours, tol=TOL_FP32, **inputs):
     assert_close(out.vertices, out_ref.vertices, tol, "vertices")
     assert_close(out.joints, out_ref.joints, tol, "joints")
     assert out.joints.shape == out_ref.joints.shape
+    assert out.vertices.is_contiguous()  # smplx callers may .view() it
     return out_ref, out
 
 

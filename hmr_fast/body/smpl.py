@@ -477,9 +477,6 @@ class SMPLLayer(nn.Module):
             model, regressor = self._keypoint_mode()
         vertices, joints, keypoints = reference.smpl_forward(model, betas, rot_mats, transl,
                                                              regressor)
-        if return_verts:
-            # Skinning leaves a vertex-major layout; callers expect smplx's contiguous one.
-            vertices = vertices.contiguous()
         proj_joints = proj_keypoints = None
         if camera is not None:
             proj_joints = reference.weak_perspective(joints, camera)

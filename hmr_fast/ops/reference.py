@@ -189,7 +189,7 @@ def forward_kinematics(rot_mats: torch.Tensor, joints: torch.Tensor, parents: tu
 
 
 def skin(v_posed: torch.Tensor, rel_transforms: torch.Tensor, skin_idx: torch.Tensor,
-         skin_w: torch.Tensor) -> torch.Tensor:
+         skin_w: torch.Tensor, transl: torch.Tensor | None = None) -> torch.Tensor:
     """Linear blend skinning over each vertex's K nonzero weights.
 
     v_i = Σ_k w_ik · A_{j_ik} · [v_posed_i; 1].
@@ -199,10 +199,11 @@ def skin(v_posed: torch.Tensor, rel_transforms: torch.Tensor, skin_idx: torch.Te
         rel_transforms: (B, J, 3, 4).
         skin_idx: (V, K) int64 joint ids of the nonzero weights.
         skin_w: (V, K) the weights (zero padding where a vertex has fewer than K).
+        transl: (B, 3) added to every vertex, or None.
     Returns:
-        (B, V, 3), stored vertex-major ((V, 3, B) in memory).
+        (B, V, 3), contiguous.
     """
-    return _Skin.apply(v_posed, rel_transforms, skin_idx, skin_w)
+    return _Skin.apply(v_posed, rel_transforms, skin_idx, skin_w, transl)
 
 
 def _blended_column(skin_idx, skin_w, table, m: int) -> torch.Tensor:
@@ -225,7 +226,7 @@ class _Skin(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, v_posed, rel_transforms, skin_idx, skin_w):
+    def forward(ctx, v_posed, rel_transforms, skin_idx, skin_w, transl):
         batch, num_joints = rel_transforms.shape[:2]
         # table[m, j] = column m of A_j, ordered (row c, sample b).
         table = rel_transforms.permute(3, 1, 2, 0).reshape(4, num_joints, 3 * batch)
@@ -234,7 +235,11 @@ class _Skin(torch.autograd.Function):
         for m in range(3):
             out.addcmul_(_blended_column(skin_idx, skin_w, table, m), v[:, m:m + 1])
         ctx.save_for_backward(v, table, skin_idx, skin_w)
-        return out.permute(2, 0, 1)
+        # Back to smplx's (B, V, 3) layout with the translation added in the same pass.
+        result = out.new_empty(batch, out.shape[0], 3)
+        if transl is None:
+            return result.copy_(out.permute(2, 0, 1))
+        return torch.add(out.permute(2, 0, 1), transl[:, None], out=result)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -242,7 +247,9 @@ class _Skin(torch.autograd.Function):
         num_verts, _, batch = v.shape
         num_joints = table.shape[1]
         g = grad_out.permute(1, 2, 0).contiguous()  # (V, 3, B)
-        grad_v = grad_rel = None
+        grad_v = grad_rel = grad_transl = None
+        if ctx.needs_input_grad[4]:
+            grad_transl = grad_out.sum(1)
         if ctx.needs_input_grad[0]:
             # dL/dv_m = Σ_c T[c, m] g_c: the transpose of the blended rotation.
             grad_v = torch.stack([_blended_column(skin_idx, skin_w, table, m).mul_(g).sum(1)
@@ -256,7 +263,7 @@ class _Skin(torch.autograd.Function):
             columns.append(weights_t @ g.view(num_verts, -1))
             grad_table = torch.stack(columns, dim=1).view(num_joints, 4, 3, batch)
             grad_rel = grad_table.permute(3, 0, 2, 1)
-        return grad_v, grad_rel, None, None
+        return grad_v, grad_rel, None, None, grad_transl
 
 
 def weak_perspective(points: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
@@ -317,9 +324,8 @@ def smpl_forward(model: ModelTensors, betas: torch.Tensor, rot_mats: torch.Tenso
     joints = rest_joints(betas, model.joint_template, model.joint_shapedirs)
     v_posed = blend_shapes(betas, pose_feature(rot_mats), model.v_template, model.blend_dirs)
     posed_joints, rel = forward_kinematics(rot_mats, joints, model.parents)
-    vertices = skin(v_posed, rel, model.skin_idx, model.skin_w)
+    vertices = skin(v_posed, rel, model.skin_idx, model.skin_w, transl)
     if transl is not None:
-        vertices = vertices + transl[:, None]
         posed_joints = posed_joints + transl[:, None]
     joints = torch.cat([posed_joints, vertices[:, model.vertex_joint_ids]], dim=1)
     keypoints = None
