@@ -20,8 +20,8 @@ from pathlib import Path
 # Settings sized for 2 idle CPU cores and a 12-minute budget: from-scratch ResNet-18 at low
 # resolution, a higher learning rate than the paper's fine-tuning one, and loss weights that let
 # the 3D joint loss lead. Measured 2026-11-25 (held-out PA-MPJPE below the mean-pose baseline):
-# these weights 9.1%; smpl 60 / joints_3d 300 / adversarial 0.1 7.3%. The 40% target is not
-# reached yet (see BENCHMARKS.md).
+# these weights 9.1%; smpl 60 / joints_3d 300 / adversarial 0.1 7.3%; adversarial 0 8.6%. The
+# 40% target is not reached yet (see BENCHMARKS.md).
 FULL = {
     "n_train": 4000,
     "n_test": 300,
