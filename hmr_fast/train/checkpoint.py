@@ -38,14 +38,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_save(obj, path: str | Path) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (tmp file, fsync, rename, fsync dir)."""
+def _atomic_write(path: str | Path, mode: str, write) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, rename it over
+    ``path`` and fsync the directory: a reader sees the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -55,25 +56,16 @@ def atomic_save(obj, path: str | Path) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def atomic_save(obj, path: str | Path) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (tmp file, fsync, rename, fsync dir)."""
+    return _atomic_write(path, "wb", lambda f: torch.save(obj, f))
 
 
 def atomic_save_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (same protocol as :func:`atomic_save`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return _atomic_write(path, "w", lambda f: f.write(text))
 
 
 def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
