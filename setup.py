@@ -34,6 +34,7 @@ setup(
         "pyyaml>=6.0",
         "tensorboard>=2.14",
         "smplx==0.1.28",
+        "numba>=0.60",  # the fused CPU skinning loops (hmr_fast/ops/skin_cpu.py)
     ],
     extras_require={"test": ["pytest>=8", "pytest-benchmark>=4", "ruff>=0.5"]},
     entry_points={"console_scripts": ["hmr-fast=hmr_fast.cli:main"]},

@@ -283,10 +283,23 @@ class SMPLLayer(nn.Module):
         return self.blend_dirs[self.num_betas:]
 
     def model_tensors(self) -> reference.ModelTensors:
-        """The constants in the layout every backend reads."""
+        """The constants in the layout every backend reads (plus, for fp32 on CPU, the
+        template-augmented blend weight of the oneDNN GEMM, built once and cached)."""
+        dense = None
+        if (self.blend_dirs.device.type == "cpu" and self.blend_dirs.dtype == torch.float32
+                and not torch.compiler.is_compiling()):
+            # Versions in the key: an in-place edit of the buffers rebuilds the weight.
+            key = ("dense_blend", self.blend_dirs.data_ptr(), self.blend_dirs._version,
+                   self.v_template.data_ptr(), self.v_template._version)
+            dense = self._subset_cache.get(key)
+            if dense is None:
+                dense = reference.dense_blend_weight(self.v_template, self.blend_dirs)
+                for stale in [k for k in self._subset_cache if k[0] == "dense_blend"]:
+                    del self._subset_cache[stale]
+                self._subset_cache[key] = dense
         return reference.ModelTensors(
             self.v_template, self.blend_dirs, self.joint_template, self.joint_shapedirs,
-            self.parents_tuple, self.skin_idx, self.skin_w, self.vertex_joint_ids)
+            self.parents_tuple, self.skin_idx, self.skin_w, self.vertex_joint_ids, dense)
 
     def hmr_keypoint_regressor(self, path=None) -> torch.Tensor:
         """HMR's 19 keypoints (14 LSP joints, nose, left/right eye, left/right ear) as a
@@ -476,7 +489,7 @@ class SMPLLayer(nn.Module):
         else:
             model, regressor = self._keypoint_mode()
         vertices, joints, keypoints = reference.smpl_forward(model, betas, rot_mats, transl,
-                                                             regressor)
+                                                             regressor, fused_cpu=True)
         proj_joints = proj_keypoints = None
         if camera is not None:
             proj_joints = reference.weak_perspective(joints, camera)

@@ -8,8 +8,9 @@ N(0, 1) shapes, a global orientation that is upright-ish (pitch / roll within ab
 and turned by a yaw that is mostly within +-100 degrees of facing the camera (one image in five
 any yaw), seen by a perspective camera (field of view 25..60 degrees) from the distance at
 which the body is 45..85 % of the image high, shifted off-centre by up to 10 %. Surfaces are
-coloured per body part (six distinct hues per image) with Lambert shading from a random light,
-over a random background (smooth colour noise, gradients, random shapes, or mixtures).
+coloured per body part (six distinct hues per image; ``--palette fixed`` keeps each part's
+hue) with Lambert shading from a random light, over a random background (smooth colour noise,
+gradients, random shapes, or mixtures).
 
 Output (the annotation format of ``hmr_fast.data.formats``; image root = DIR):
 
@@ -110,15 +111,34 @@ def sample_orientation(rng: np.random.Generator) -> np.ndarray:
     return aa.ravel()
 
 
-def sample_scene(seed: int, index: int, image_size: int, mocap_pose=None) -> dict:
-    """All random choices for image ``index`` (an RNG keyed by (seed, index))."""
+PALETTES = ("random", "fixed")
+
+
+def sample_scene(
+    seed: int,
+    index: int,
+    image_size: int,
+    mocap_pose=None,
+    palette: str = "random",
+    background: str = "clutter",
+) -> dict:
+    """All random choices for image ``index`` (an RNG keyed by (seed, index)).
+
+    ``palette="random"`` rotates the six part hues by a random offset per image, so colour
+    says nothing about which part is which; ``"fixed"`` keeps each part's hue (head red,
+    torso yellow, left arm green, ... up to a small jitter), like a uniform of known colours:
+    left from right and front from back are then visible, as faces and clothing make them in
+    real photographs.
+    """
     rng = np.random.default_rng([seed, index])
     pose = sample_poses(1, rng)[0].astype(np.float64)
     if mocap_pose is not None:
         pose[3:] = mocap_pose[index % len(mocap_pose), 3:]
     pose[:3] = sample_orientation(rng)
     fov = math.radians(rng.uniform(25, 60))
-    hue0 = rng.random()
+    hue0 = rng.random()  # drawn for both palettes: the other choices stay the same
+    if palette == "fixed":
+        hue0 = 0.0
     hues = (hue0 + np.arange(6) / 6 + rng.uniform(-0.03, 0.03, 6)) % 1.0
     colors = np.array(
         [colorsys.hsv_to_rgb(h, rng.uniform(0.35, 0.8), rng.uniform(0.6, 0.95)) for h in hues]
@@ -135,6 +155,7 @@ def sample_scene(seed: int, index: int, image_size: int, mocap_pose=None) -> dic
         "light": light / np.linalg.norm(light),
         "ambient": rng.uniform(0.3, 0.5),
         "bg_seed": int(rng.integers(1 << 62)),
+        "background": background,
         "blur": bool(rng.random() < 0.5),
     }
 
@@ -156,9 +177,19 @@ def _random_color(rng):
     return rng.integers(0, 256, 3).tolist()
 
 
-def make_background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """(S, S, 3) uint8 RGB background: smooth noise, a gradient, random shapes, or a mix."""
+BACKGROUNDS = ("clutter", "plain")
+
+
+def make_background(rng: np.random.Generator, size: int, style: str = "clutter") -> np.ndarray:
+    """(S, S, 3) uint8 RGB background.
+
+    ``"clutter"``: smooth colour noise, a gradient, random shapes, or a mix, so that the body
+    has to be found among distractors. ``"plain"``: a two-colour gradient only, an easy
+    figure-ground for short from-scratch runs.
+    """
     kind = rng.integers(4)
+    if style == "plain":
+        kind = 1
     if kind in (0, 3):
         k = int(rng.integers(3, 12))
         low = rng.integers(0, 256, (k, k, 3)).astype(np.uint8)
@@ -229,7 +260,7 @@ def render_sample(job: dict) -> dict:
     principal = ((size - 1) / 2, (size - 1) / 2)
     px = perspective_pixels(verts, scene["focal"], principal)
     raster = rasterize(px, faces, (size, size))
-    img = make_background(np.random.default_rng(scene["bg_seed"]), size)
+    img = make_background(np.random.default_rng(scene["bg_seed"]), size, scene["background"])
     mask = raster.face_index >= 0
     if mask.any():
         fid = raster.face_index[mask]
@@ -302,6 +333,8 @@ def synthesize(
     mocap=None,
     quality: int = 92,
     progress: bool = True,
+    palette: str = "random",
+    background: str = "clutter",
 ) -> Path:
     """Render the dataset (see the module docstring); returns the annotation npz path."""
     import torch
@@ -309,6 +342,10 @@ def synthesize(
 
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
+    if palette not in PALETTES:
+        raise ValueError(f"palette must be one of {PALETTES}, got {palette!r}")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
     if image_size < 16:
         raise ValueError(f"image_size must be >= 16, got {image_size}")
     out = Path(out_dir)
@@ -329,7 +366,7 @@ def synthesize(
         face_part=face_labels(vertex_part_labels(weights), faces),
         jpeg=[cv2.IMWRITE_JPEG_QUALITY, quality],
     )
-    scenes = [sample_scene(seed, i, image_size, mocap_pose) for i in range(n)]
+    scenes = [sample_scene(seed, i, image_size, mocap_pose, palette, background) for i in range(n)]
     jobs = _forward_jobs(model, scenes, image_size)
     rows = []
     bar = tqdm(total=n, desc="synth", unit="img", disable=not progress)
@@ -372,6 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mocap", default=None, help="take body poses from this mocap npz")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--quality", type=int, default=92, help="JPEG quality")
+    p.add_argument(
+        "--palette", choices=PALETTES, default="random", help="part colours (see sample_scene)"
+    )
+    p.add_argument(
+        "--background", choices=BACKGROUNDS, default="clutter", help="see make_background"
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)  # fmt: skip
     t0 = time.perf_counter()
@@ -379,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         path = synthesize(
             args.out, args.n, args.seed, args.image_size, args.model_path, args.workers,
             args.keypoint_regressor, args.mocap, args.quality, not args.no_progress,
+            args.palette, args.background,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
         print(f"hmr-fast synth: {exc}", file=sys.stderr)

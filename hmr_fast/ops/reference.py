@@ -20,6 +20,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from hmr_fast.ops import skin_cpu
+
 # smplx adds 1e-8 to every axis-angle component before taking the norm. Matching it keeps
 # vertices identical to smplx near zero rotation.
 _SMPLX_ANGLE_EPS = 1e-8
@@ -40,6 +42,8 @@ class ModelTensors(NamedTuple):
     skin_idx: (V, K) int64 joint ids of each vertex's nonzero skinning weights.
     skin_w: (V, K) those weights, zero-padded.
     vertex_joint_ids: (E,) int64 mesh vertices appended to the joints (smplx's 21).
+    dense_blend: optional (V * 3, 1 + L + P) = [v_template | blend_dirs^T], contiguous: the
+        weight of `blend_shapes`' oneDNN GEMM on CPU (`dense_blend_weight`); None = addmm.
     """
 
     v_template: torch.Tensor
@@ -50,6 +54,7 @@ class ModelTensors(NamedTuple):
     skin_idx: torch.Tensor
     skin_w: torch.Tensor
     vertex_joint_ids: torch.Tensor
+    dense_blend: torch.Tensor | None = None
 
 
 def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
@@ -111,7 +116,8 @@ def rest_joints(betas: torch.Tensor, joint_template: torch.Tensor,
 
 
 def blend_shapes(betas: torch.Tensor, pose_feat: torch.Tensor, v_template: torch.Tensor,
-                 blend_dirs: torch.Tensor) -> torch.Tensor:
+                 blend_dirs: torch.Tensor, dense_blend: torch.Tensor | None = None
+                 ) -> torch.Tensor:
     """Shape and pose blend shapes as one GEMM over [β, pose feature].
 
     Args:
@@ -119,13 +125,73 @@ def blend_shapes(betas: torch.Tensor, pose_feat: torch.Tensor, v_template: torch
         pose_feat: (B, P).
         v_template: (V, 3).
         blend_dirs: (L + P, V * 3), shapedirs rows first, then smplx's posedirs layout.
+        dense_blend: None, or `dense_blend_weight(v_template, blend_dirs)`: the same GEMM
+            then runs through oneDNN where `onednn_gemm_usable` says it can.
     Returns:
         v_posed: (B, V, 3), stored vertex-major ((V, 3, B) in memory) for `skin`.
     """
     coeffs = torch.cat([betas, pose_feat], dim=1)
-    # Transposed GEMM: the (V*3, B) result is the layout skinning wants.
-    offsets = torch.addmm(v_template.reshape(-1, 1), blend_dirs.t(), coeffs.t())
+    if dense_blend is not None and onednn_gemm_usable(coeffs):
+        offsets = _OneDNNBlend.apply(coeffs, dense_blend, blend_dirs)
+    else:
+        # Transposed GEMM: the (V*3, B) result is the layout skinning wants.
+        offsets = torch.addmm(v_template.reshape(-1, 1), blend_dirs.t(), coeffs.t())
     return offsets.view(-1, 3, coeffs.shape[0]).permute(2, 0, 1)
+
+
+def dense_blend_weight(v_template: torch.Tensor, blend_dirs: torch.Tensor) -> torch.Tensor:
+    """[v_template | blend_dirs^T]: (V * 3, 1 + L + P), contiguous (the oneDNN GEMM weight)."""
+    return torch.cat([v_template.reshape(-1, 1), blend_dirs.t()], dim=1).contiguous()
+
+
+def onednn_gemm_usable(coeffs: torch.Tensor) -> bool:
+    """Whether `blend_shapes` may take the oneDNN GEMM for these coefficients.
+
+    On this project's AVX-512 AMD machine MKL's sgemm runs its generic path, while oneDNN
+    dispatches on CPU features: the (20670 x 218) x (218 x 64) blend GEMM takes 1.9 ms against
+    MKL's 3.9 ms, and its transposed backward 1.4 ms against 3.4 ms (2 threads, 2026-11-25).
+    fp32 CPU tensors only (oneDNN has no fp64 GEMM); traced code keeps the plain addmm.
+    """
+    return (coeffs.dtype == torch.float32 and coeffs.device.type == "cpu"
+            and _onednn_linear() is not None and not torch.compiler.is_compiling())
+
+
+@functools.cache
+def _onednn_linear():
+    """torch's oneDNN linear op (y = x · Wᵀ, any leading sizes), or None without oneDNN."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if op is None:
+        return None
+    return lambda x, weight: op(x, weight, None, "none", [], "")
+
+
+class _OneDNNBlend(torch.autograd.Function):
+    """offsets (V*3, B) = [1 | coeffs] · dense_blendᵀ, transposed, through oneDNN.
+
+    The constants get no gradient (they are the model file's buffers); the coefficients'
+    gradient is blend_dirs · g, one more oneDNN GEMM over the same weights.
+    """
+
+    @staticmethod
+    def forward(ctx, coeffs, dense_blend, blend_dirs):
+        linear = _onednn_linear()
+        ones = coeffs.new_ones(coeffs.shape[0], 1)
+        # y = x · Wᵀ with x = dense_blend (V*3, 1+L+P) and W = [1 | coeffs] (B, 1+L+P).
+        offsets = linear(dense_blend, torch.cat([ones, coeffs], dim=1))
+        ctx.save_for_backward(blend_dirs)
+        return offsets
+
+    @staticmethod
+    def backward(ctx, grad_offsets):
+        (blend_dirs,) = ctx.saved_tensors
+        grad_coeffs = None
+        if ctx.needs_input_grad[0]:
+            # (L+P, B) = blend_dirs (L+P, V*3) · g (V*3, B): y = x · Wᵀ with W = gᵀ.
+            grad = grad_offsets.contiguous()
+            grad_coeffs = _onednn_linear()(blend_dirs, grad.t()).t()
+        return grad_coeffs, None, None
 
 
 def tree_levels(parents: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
@@ -189,7 +255,8 @@ def forward_kinematics(rot_mats: torch.Tensor, joints: torch.Tensor, parents: tu
 
 
 def skin(v_posed: torch.Tensor, rel_transforms: torch.Tensor, skin_idx: torch.Tensor,
-         skin_w: torch.Tensor, transl: torch.Tensor | None = None) -> torch.Tensor:
+         skin_w: torch.Tensor, transl: torch.Tensor | None = None,
+         fused_cpu: bool = False) -> torch.Tensor:
     """Linear blend skinning over each vertex's K nonzero weights.
 
     v_i = Σ_k w_ik · A_{j_ik} · [v_posed_i; 1].
@@ -200,9 +267,13 @@ def skin(v_posed: torch.Tensor, rel_transforms: torch.Tensor, skin_idx: torch.Te
         skin_idx: (V, K) int64 joint ids of the nonzero weights.
         skin_w: (V, K) the weights (zero padding where a vertex has fewer than K).
         transl: (B, 3) added to every vertex, or None.
+        fused_cpu: take the fused numba loops of `skin_cpu` where they can run (the layer's
+            CPU path); False keeps this module's torch composition (the oracle).
     Returns:
         (B, V, 3), contiguous.
     """
+    if fused_cpu and skin_cpu.usable(v_posed):
+        return _SkinCPU.apply(v_posed, rel_transforms, skin_idx, skin_w, transl)
     return _Skin.apply(v_posed, rel_transforms, skin_idx, skin_w, transl)
 
 
@@ -266,6 +337,31 @@ class _Skin(torch.autograd.Function):
         return grad_v, grad_rel, None, None, grad_transl
 
 
+class _SkinCPU(torch.autograd.Function):
+    """`skin` through the fused CPU loops of `skin_cpu`, forward and backward."""
+
+    @staticmethod
+    def forward(ctx, v_posed, rel_transforms, skin_idx, skin_w, transl):
+        v = v_posed.permute(1, 2, 0).contiguous()  # (V, 3, B): free after `blend_shapes`
+        transforms = rel_transforms.permute(1, 2, 3, 0).contiguous()  # (J, 3, 4, B)
+        ctx.save_for_backward(v, transforms, skin_idx, skin_w)
+        return skin_cpu.skin_forward(v, transforms, skin_idx, skin_w, transl)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        v, transforms, skin_idx, skin_w = ctx.saved_tensors
+        grad_v = grad_rel = grad_transl = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            g = grad_out.permute(1, 2, 0).contiguous()
+            grad_planar, grad_transforms = skin_cpu.skin_backward(g, v, transforms, skin_idx,
+                                                                  skin_w)
+            grad_v = grad_planar.permute(2, 0, 1)
+            grad_rel = grad_transforms.permute(3, 0, 1, 2)
+        if ctx.needs_input_grad[4]:
+            grad_transl = grad_out.sum(1)
+        return grad_v, grad_rel, None, None, grad_transl
+
+
 def weak_perspective(points: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
     """HMR's weak-perspective projection: translate, then scale.
 
@@ -307,7 +403,7 @@ def vertex_subset(model: ModelTensors, vertex_ids: torch.Tensor) -> ModelTensors
 
 def smpl_forward(model: ModelTensors, betas: torch.Tensor, rot_mats: torch.Tensor,
                  transl: torch.Tensor | None = None,
-                 keypoint_regressor: torch.Tensor | None = None):
+                 keypoint_regressor: torch.Tensor | None = None, fused_cpu: bool = False):
     """The whole SMPL forward.
 
     Args:
@@ -316,15 +412,17 @@ def smpl_forward(model: ModelTensors, betas: torch.Tensor, rot_mats: torch.Tenso
         rot_mats: (B, J, 3, 3) local rotations, root first.
         transl: (B, 3) or None.
         keypoint_regressor: (Q, V) over the model's vertices, or None.
+        fused_cpu: skin with the fused CPU loops (see `skin`).
     Returns:
         vertices: (B, V, 3).
         joints: (B, J + E, 3): FK joints, then the vertex joints.
         keypoints: (B, Q, 3) or None.
     """
     joints = rest_joints(betas, model.joint_template, model.joint_shapedirs)
-    v_posed = blend_shapes(betas, pose_feature(rot_mats), model.v_template, model.blend_dirs)
+    v_posed = blend_shapes(betas, pose_feature(rot_mats), model.v_template, model.blend_dirs,
+                           model.dense_blend)
     posed_joints, rel = forward_kinematics(rot_mats, joints, model.parents)
-    vertices = skin(v_posed, rel, model.skin_idx, model.skin_w, transl)
+    vertices = skin(v_posed, rel, model.skin_idx, model.skin_w, transl, fused_cpu)
     if transl is not None:
         posed_joints = posed_joints + transl[:, None]
     joints = torch.cat([posed_joints, vertices[:, model.vertex_joint_ids]], dim=1)

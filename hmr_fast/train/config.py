@@ -15,6 +15,7 @@ import yaml
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 BACKBONES = ("resnet18", "resnet34", "resnet50")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass
@@ -37,6 +38,9 @@ class TrainConfig:
     disc_lr: float = 1e-4
     encoder_weight_decay: float = 1e-4
     disc_weight_decay: float = 1e-4
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    flip_prob: float = 0.5
     amp: bool = False
     keypoint_weight: float = 60.0
     joints_3d_weight: float = 60.0
@@ -115,6 +119,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key in ("workers", "log_images_every", "encoder_lr", "disc_lr"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"config key {key!r} must be >= 0, got {getattr(cfg, key)}")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise unknown_key_error(cfg.lr_schedule, LR_SCHEDULES, "lr_schedule")
+    if cfg.warmup_steps < 0:
+        raise ValueError(f"config key 'warmup_steps' must be >= 0, got {cfg.warmup_steps}")
+    if not 0.0 <= cfg.flip_prob <= 1.0:
+        raise ValueError(f"config key 'flip_prob' must be in [0, 1], got {cfg.flip_prob}")
     if not 0.0 <= cfg.ratio_3d <= 1.0:
         raise ValueError(f"config key 'ratio_3d' must be in [0, 1], got {cfg.ratio_3d}")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):

@@ -256,6 +256,7 @@ def find_annotation_file(directory: str | Path) -> Path:
 
 def build_train_dataset(cfg: TrainConfig):
     """KeypointDatasets of every --data directory, mixed 2D/3D by ``ratio_3d``."""
+    from hmr_fast.data.augment import AugConfig
     from hmr_fast.data.datasets import KeypointDataset, MixedDataset
 
     if not cfg.data:
@@ -269,6 +270,7 @@ def build_train_dataset(cfg: TrainConfig):
             root,
             image_size=cfg.image_size,
             train=True,
+            aug=AugConfig(flip_prob=cfg.flip_prob),
             cache_dir=cfg.image_cache,
             seed=cfg.seed,
         )
@@ -383,6 +385,18 @@ def split_fakes(thetas: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
 
 # --------------------------------------------------------------------------------------------
 # the trainer
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """Multiplier of both base learning rates at ``step`` (0-based): linear warm-up over
+    ``warmup_steps``, then constant or a cosine decay reaching 0 at ``steps``. A function of
+    the step alone, so a resumed run follows the same schedule."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine":
+        span = max(1, cfg.steps - cfg.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+    return 1.0
 
 
 def make_adam(params, lr: float, weight_decay: float) -> torch.optim.Adam:
@@ -506,6 +520,10 @@ class Trainer:
         """One encoder + one discriminator update; returns the logged loss values (floats)."""
         cfg, L, R = self.cfg, self.losses, self.ranges
         dev = self.device
+        factor = lr_factor(cfg, self.step)
+        for opt, base in ((self.e_opt, cfg.encoder_lr), (self.d_opt, cfg.disc_lr)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
         images = batch["img"].to(dev, non_blocking=True)
         kp2d = batch["keypoints_2d"].to(dev, non_blocking=True)
         self.model.train()
