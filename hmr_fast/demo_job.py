@@ -70,7 +70,7 @@ def synthesise(out: Path, s: dict, seed: int, progress: bool = True) -> dict:
             t0 = time.perf_counter()
             quiet = [] if progress else ["--no-progress"]
             rc = synth.main(
-                ["--out", str(paths[name]), "--image-size", size, "--palette", "fixed"]
+                ["--out", str(paths[name]), "--image-size", size, "--palette", "segments"]
                 + ["--background", "plain"]
                 + [*extra, *quiet]
             )

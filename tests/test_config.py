@@ -1,6 +1,7 @@
 """Training config: YAML defaults (the paper's), overrides, and clear errors on typos."""
 
 import dataclasses
+import math
 
 import pytest
 import yaml
@@ -90,3 +91,34 @@ def test_cli_unknown_flag_suggests():
         parse_args(["--batch-sz", "4"])
     with pytest.raises(ValueError, match=r"'stepz'.*'steps'"):
         parse_args(["--set", "stepz=3"])
+
+
+def test_lr_schedule_warmup_and_cosine():
+    from hmr_fast.train.trainer import lr_factor
+
+    const = TrainConfig(steps=100)
+    assert all(lr_factor(const, s) == 1.0 for s in range(100))
+    cfg = TrainConfig(steps=110, warmup_steps=10, lr_schedule="cosine")
+    warm = [lr_factor(cfg, s) for s in range(10)]
+    assert warm == pytest.approx([(s + 1) / 10 for s in range(10)])
+    decay = [lr_factor(cfg, s) for s in range(10, 110)]
+    assert decay[0] == pytest.approx(1.0)
+    assert decay[50] == pytest.approx(0.5)
+    assert all(a > b for a, b in zip(decay, decay[1:]))
+    assert decay[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 99 / 100)))
+    with pytest.raises(ValueError, match="lr_schedule.*(cosine|constant)"):
+        apply_overrides(TrainConfig(), {"lr_schedule": "cosin"})
+    with pytest.raises(ValueError, match="flip_prob"):
+        apply_overrides(TrainConfig(), {"flip_prob": 1.5})
+    with pytest.raises(ValueError, match="warmup_steps"):
+        apply_overrides(TrainConfig(), {"warmup_steps": -1})
+
+
+def test_flip_prob_reaches_the_dataset(tmp_path):
+    from hmr_fast.data.synth import synthesize
+    from hmr_fast.train.trainer import build_train_dataset
+
+    synthesize(tmp_path / "d", 2, image_size=32, workers=1, progress=False)
+    for p in (0.0, 0.25):
+        cfg = apply_overrides(TrainConfig(), {"data": [str(tmp_path / "d")], "flip_prob": p})
+        assert build_train_dataset(cfg).aug.flip_prob == p

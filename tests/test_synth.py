@@ -1,6 +1,7 @@
 """Synthetic dataset: annotations agree with an independent forward of the body model,
 masks agree with the keypoints, visibility follows occlusion, output is deterministic."""
 
+import colorsys
 import math
 
 import cv2
@@ -15,6 +16,7 @@ from hmr_fast.data.synth import (
     keypoint_visibility,
     load_model,
     main,
+    make_background,
     render_sample,
     sample_scene,
     synthesize,
@@ -179,3 +181,69 @@ def test_cli(tmp_path):
                  "--workers", "1", "--no-progress"]) == 0  # fmt: skip
     assert (tmp_path / "s" / "annotations.npz").is_file()
     assert main(["--out", str(tmp_path / "t"), "--n", "0", "--no-progress"]) == 2
+
+
+def test_fixed_palette_keeps_part_colours_and_plain_background_is_a_gradient(tmp_path):
+    scenes = [sample_scene(5, i, SIZE, palette="fixed") for i in range(8)]
+    random_ = [sample_scene(5, i, SIZE) for i in range(8)]
+    hue = lambda c: np.array([colorsys.rgb_to_hsv(*rgb)[0] for rgb in c])  # noqa: E731
+    fixed_hues = np.stack([hue(s["colors"]) for s in scenes])
+    # every part within the jitter of its own hue (head 0, torso 1/6, ...), on every image
+    target = np.arange(6) / 6
+    dist = np.abs((fixed_hues - target + 0.5) % 1.0 - 0.5)
+    assert dist.max() <= 0.031
+    random_hues = np.stack([hue(s["colors"]) for s in random_])
+    assert np.abs((random_hues - target + 0.5) % 1.0 - 0.5).max() > 0.1
+    # the other random choices do not depend on the palette
+    for a, b in zip(scenes, random_):
+        np.testing.assert_array_equal(a["pose"], b["pose"])
+        assert a["bg_seed"] == b["bg_seed"]
+
+    rng = lambda: np.random.default_rng(11)  # noqa: E731
+    plain = make_background(rng(), 96, "plain").astype(float)
+    # a linear two-colour gradient (plus mild noise): a plane fits every channel closely
+    yy, xx = np.mgrid[0:96, 0:96]
+    design = np.stack([np.ones(96 * 96), xx.ravel(), yy.ravel()], 1)
+    for ch in range(3):
+        coef, *_ = np.linalg.lstsq(design, plain[..., ch].ravel(), rcond=None)
+        residual = plain[..., ch].ravel() - design @ coef
+        assert residual.std() < 13.0
+    with pytest.raises(ValueError, match="background"):
+        synthesize(tmp_path / "x", 1, background="noisy", progress=False)
+    with pytest.raises(ValueError, match="palette"):
+        synthesize(tmp_path / "x", 1, palette="pastel", progress=False)
+
+
+def test_segments_palette_colours_every_limb_segment(tmp_path):
+    from hmr_fast.body.constants import JOINT_NAMES
+    from hmr_fast.data.synth import SEGMENT_OF_JOINT, SEGMENTS
+
+    # every joint belongs to exactly one segment; left and right limbs never share one
+    assert sorted(n for names in SEGMENTS for n in names) == sorted(JOINT_NAMES)
+    for name in JOINT_NAMES:
+        if name.startswith("left_") and name != "left_collar":  # collars: upper torso
+            assert SEGMENT_OF_JOINT[JOINT_NAMES.index(name)] != SEGMENT_OF_JOINT[
+                JOINT_NAMES.index("right_" + name[5:])]
+
+    def limb_hue_purity(palette):
+        """Fraction of each limb's pixels within 0.03 of the limb's median hue (averaged)."""
+        d = tmp_path / palette
+        synthesize(d, 4, seed=2, image_size=128, workers=1, palette=palette,
+                   background="plain", quality=100, progress=False)  # fmt: skip
+        purity = []
+        for i in range(4):
+            img = cv2.imread(str(d / "images" / f"{i:06d}.jpg"))[:, :, ::-1] / 255.0
+            parts = cv2.imread(str(d / "parts" / f"{i:06d}.png"), cv2.IMREAD_GRAYSCALE)
+            for limb in (3, 4, 5, 6):  # left/right arm, left/right leg
+                inner = cv2.erode((parts == limb).astype(np.uint8), np.ones((3, 3))) > 0
+                if inner.sum() < 30:
+                    continue
+                hue = np.array([colorsys.rgb_to_hsv(*p)[0] for p in img[inner]])
+                med = np.median(hue)
+                purity.append(np.mean(np.abs((hue - med + 0.5) % 1.0 - 0.5) < 0.03))
+        return float(np.mean(purity))
+
+    # one hue per limb with "fixed"; upper and lower segments in different hues with "segments"
+    fixed, segments = limb_hue_purity("fixed"), limb_hue_purity("segments")
+    print(f"limb hue purity: fixed {fixed:.2f}, segments {segments:.2f}")
+    assert fixed > 0.85 and segments < 0.75

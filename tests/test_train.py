@@ -18,7 +18,7 @@ import torch
 
 from hmr_fast.train import checkpoint as ckpt
 from hmr_fast.train.config import load_config
-from hmr_fast.train.trainer import StepSampler, main, train
+from hmr_fast.train.trainer import StepSampler, lr_factor, main, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,8 +67,10 @@ def test_sampler_is_a_function_of_seed_and_step():
 
 def test_resume_is_exact(data, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert main(_args(data, straight, 5, "--ckpt-every", "2")) == 0
-    assert main(_args(data, split, 3, "--ckpt-every", "2")) == 0
+    # A warm-up + cosine schedule: the resumed run must pick it up at the right step too.
+    sched = ("--ckpt-every", "2", "--set", "lr_schedule=cosine", "--set", "warmup_steps=2")
+    assert main(_args(data, straight, 5, *sched)) == 0
+    assert main(_args(data, split, 3, *sched)) == 0
     # Simulate a kill after step 3: the resume starts from the step-2 checkpoint and must
     # drop the logged step 3 before redoing it.
     (split / "checkpoints" / ckpt.checkpoint_name(3)).unlink()
@@ -90,6 +92,13 @@ def test_resume_is_exact(data, tmp_path):
         assert torch.allclose(v.float(), wb["model"][k].float(), atol=1e-6), k
     assert wa["step"] == wb["step"] == 5
     assert wa["config"]["backbone"] == "resnet18"
+    # The last update (step index 4 of 5) ran at the cosine-decayed rate.
+    cfg = load_config(None, wa["config"])
+    for opt, base in (("encoder_optimizer", cfg.encoder_lr), ("discriminator_optimizer",
+                                                             cfg.disc_lr)):
+        want = base * lr_factor(cfg, 4)
+        assert 0 < want < base
+        assert wa[opt]["param_groups"][0]["lr"] == pytest.approx(want)
     for key in ("encoder_optimizer", "discriminator_optimizer", "discriminator", "rng", "sampler"):
         assert key in wa
 

@@ -50,7 +50,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hmr_fast.body.constants import HMR19_FROM_J24, J24_NAMES
+from hmr_fast.body.constants import HMR19_FROM_J24, J24_NAMES, JOINT_NAMES
 from hmr_fast.data.formats import NUM_KP, save_annotations
 from hmr_fast.data.synth_mocap import sample_poses, sample_shapes
 from hmr_fast.render import (
@@ -111,7 +111,18 @@ def sample_orientation(rng: np.random.Generator) -> np.ndarray:
     return aa.ravel()
 
 
-PALETTES = ("random", "fixed")
+PALETTES = ("random", "fixed", "segments")
+# "segments": one colour per limb segment, so that elbows and knees show as colour edges.
+SEGMENTS = (
+    ("head", "neck"), ("spine2", "spine3", "left_collar", "right_collar"),
+    ("pelvis", "spine1"), ("left_shoulder",), ("left_elbow", "left_wrist", "left_hand"),
+    ("right_shoulder",), ("right_elbow", "right_wrist", "right_hand"), ("left_hip",),
+    ("left_knee", "left_ankle", "left_foot"), ("right_hip",),
+    ("right_knee", "right_ankle", "right_foot"),
+)  # fmt: skip
+SEGMENT_OF_JOINT = tuple(
+    next(i for i, names in enumerate(SEGMENTS) if name in names) for name in JOINT_NAMES
+)
 
 
 def sample_scene(
@@ -128,7 +139,8 @@ def sample_scene(
     says nothing about which part is which; ``"fixed"`` keeps each part's hue (head red,
     torso yellow, left arm green, ... up to a small jitter), like a uniform of known colours:
     left from right and front from back are then visible, as faces and clothing make them in
-    real photographs.
+    real photographs. ``"segments"`` gives each of the 11 ``SEGMENTS`` (upper arm, forearm,
+    thigh, shin, ...) its own fixed hue, which also marks elbows and knees.
     """
     rng = np.random.default_rng([seed, index])
     pose = sample_poses(1, rng)[0].astype(np.float64)
@@ -136,10 +148,14 @@ def sample_scene(
         pose[3:] = mocap_pose[index % len(mocap_pose), 3:]
     pose[:3] = sample_orientation(rng)
     fov = math.radians(rng.uniform(25, 60))
-    hue0 = rng.random()  # drawn for both palettes: the other choices stay the same
+    hue0 = rng.random()  # drawn for every palette: the pose above does not depend on it
     if palette == "fixed":
         hue0 = 0.0
-    hues = (hue0 + np.arange(6) / 6 + rng.uniform(-0.03, 0.03, 6)) % 1.0
+    if palette == "segments":
+        n = len(SEGMENTS)
+        hues = (np.arange(n) * 5 % n / n + rng.uniform(-0.015, 0.015, n)) % 1.0
+    else:
+        hues = (hue0 + np.arange(6) / 6 + rng.uniform(-0.03, 0.03, 6)) % 1.0
     colors = np.array(
         [colorsys.hsv_to_rgb(h, rng.uniform(0.35, 0.8), rng.uniform(0.6, 0.95)) for h in hues]
     )
@@ -266,7 +282,8 @@ def render_sample(job: dict) -> dict:
         fid = raster.face_index[mask]
         n = face_normals(verts, faces)[fid]
         shade = scene["ambient"] + (1 - scene["ambient"]) * np.abs(n @ scene["light"])
-        rgb = scene["colors"][face_part[fid] - 1] * shade[:, None]
+        colour_of_face = st["face_segment"] if len(scene["colors"]) > 6 else face_part - 1
+        rgb = scene["colors"][colour_of_face[fid]] * shade[:, None]
         img[mask] = np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
     if scene["blur"]:
         img = cv2.GaussianBlur(img, (3, 3), 0.6)
@@ -364,6 +381,7 @@ def synthesize(
         out=out,
         faces=faces,
         face_part=face_labels(vertex_part_labels(weights), faces),
+        face_segment=face_labels(np.asarray(SEGMENT_OF_JOINT)[weights.argmax(1)], faces),
         jpeg=[cv2.IMWRITE_JPEG_QUALITY, quality],
     )
     scenes = [sample_scene(seed, i, image_size, mocap_pose, palette, background) for i in range(n)]
