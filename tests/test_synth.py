@@ -247,3 +247,22 @@ def test_segments_palette_colours_every_limb_segment(tmp_path):
     fixed, segments = limb_hue_purity("fixed"), limb_hue_purity("segments")
     print(f"limb hue purity: fixed {fixed:.2f}, segments {segments:.2f}")
     assert fixed > 0.85 and segments < 0.75
+
+
+def test_frontal_views_face_the_camera():
+    def facing_angles(views):
+        angles = []
+        for i in range(200):
+            scene = sample_scene(9, i, SIZE, views=views)
+            rot, _ = cv2.Rodrigues(scene["pose"][:3])
+            forward = rot @ np.array([0.0, 0.0, 1.0])  # the body's front in camera space
+            angles.append(math.acos(np.clip(-forward[2], -1, 1)))  # 0 = facing the camera
+        return np.array(angles)
+
+    frontal, wide = facing_angles("frontal"), facing_angles("all")
+    assert frontal.max() < 0.7 + 0.45  # yaw clip plus the pitch / roll tilt
+    assert (wide > 1.5).mean() > 0.1
+    # the body pose and shape do not depend on the view setting
+    a, b = sample_scene(9, 3, SIZE, views="frontal"), sample_scene(9, 3, SIZE)
+    np.testing.assert_array_equal(a["pose"][3:], b["pose"][3:])
+    np.testing.assert_array_equal(a["betas"], b["betas"])

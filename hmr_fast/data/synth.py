@@ -97,13 +97,24 @@ def _rot_z(a):
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
 
 
-def sample_orientation(rng: np.random.Generator) -> np.ndarray:
+VIEWS = ("all", "frontal")
+
+
+def sample_orientation(rng: np.random.Generator, views: str = "all") -> np.ndarray:
     """(3,) axis-angle global orientation in the camera frame (x right, y down, z forward).
 
     Upright and facing the camera is a rotation of pi about x (HMR's mean orientation);
-    the body is then turned about the vertical by the yaw, and tilted a little.
+    the body is then turned about the vertical by the yaw, and tilted a little. ``"all"``:
+    yaw ~ N(0, 0.9 rad), or uniform one time in five; ``"frontal"``: yaw ~ N(0, 0.35 rad)
+    within +-0.7 rad, facing the camera.
     """
-    yaw = rng.uniform(-math.pi, math.pi) if rng.random() < 0.2 else rng.normal(0, 0.9)
+    if views == "frontal":
+        rng.random()  # the same draws as "all": the other choices stay the same
+        yaw = float(np.clip(rng.normal(0, 0.35), -0.7, 0.7))
+    elif rng.random() < 0.2:
+        yaw = rng.uniform(-math.pi, math.pi)
+    else:
+        yaw = rng.normal(0, 0.9)
     yaw = float(np.clip(yaw, -math.pi, math.pi))
     pitch, roll = rng.normal(0, 0.12, 2).clip(-0.3, 0.3)
     r = _rot_z(roll) @ _rot_x(pitch) @ _rot_y(yaw) @ _rot_x(math.pi)
@@ -132,6 +143,7 @@ def sample_scene(
     mocap_pose=None,
     palette: str = "random",
     background: str = "clutter",
+    views: str = "all",
 ) -> dict:
     """All random choices for image ``index`` (an RNG keyed by (seed, index)).
 
@@ -146,7 +158,7 @@ def sample_scene(
     pose = sample_poses(1, rng)[0].astype(np.float64)
     if mocap_pose is not None:
         pose[3:] = mocap_pose[index % len(mocap_pose), 3:]
-    pose[:3] = sample_orientation(rng)
+    pose[:3] = sample_orientation(rng, views)
     fov = math.radians(rng.uniform(25, 60))
     hue0 = rng.random()  # drawn for every palette: the pose above does not depend on it
     if palette == "fixed":
@@ -352,6 +364,7 @@ def synthesize(
     progress: bool = True,
     palette: str = "random",
     background: str = "clutter",
+    views: str = "all",
 ) -> Path:
     """Render the dataset (see the module docstring); returns the annotation npz path."""
     import torch
@@ -361,6 +374,8 @@ def synthesize(
         raise ValueError(f"n must be positive, got {n}")
     if palette not in PALETTES:
         raise ValueError(f"palette must be one of {PALETTES}, got {palette!r}")
+    if views not in VIEWS:
+        raise ValueError(f"views must be one of {VIEWS}, got {views!r}")
     if background not in BACKGROUNDS:
         raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
     if image_size < 16:
@@ -384,7 +399,10 @@ def synthesize(
         face_segment=face_labels(np.asarray(SEGMENT_OF_JOINT)[weights.argmax(1)], faces),
         jpeg=[cv2.IMWRITE_JPEG_QUALITY, quality],
     )
-    scenes = [sample_scene(seed, i, image_size, mocap_pose, palette, background) for i in range(n)]
+    scenes = [
+        sample_scene(seed, i, image_size, mocap_pose, palette, background, views)
+        for i in range(n)
+    ]
     jobs = _forward_jobs(model, scenes, image_size)
     rows = []
     bar = tqdm(total=n, desc="synth", unit="img", disable=not progress)
@@ -433,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--background", choices=BACKGROUNDS, default="clutter", help="see make_background"
     )
+    p.add_argument("--views", choices=VIEWS, default="all", help="see sample_orientation")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)  # fmt: skip
     t0 = time.perf_counter()
@@ -440,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         path = synthesize(
             args.out, args.n, args.seed, args.image_size, args.model_path, args.workers,
             args.keypoint_regressor, args.mocap, args.quality, not args.no_progress,
-            args.palette, args.background,
+            args.palette, args.background, args.views,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
         print(f"hmr-fast synth: {exc}", file=sys.stderr)

@@ -10,6 +10,10 @@ computes it, reorganised to do less work:
 * shape and pose blend shapes are one GEMM over [β, pose feature];
 * forward kinematics runs level by level over the tree (9 levels, not 23 steps);
 * skinning reads each vertex's few nonzero weights, not a dense (V, J) product.
+
+Called plainly, every function here is plain PyTorch: the oracle. The layer's CPU path calls
+the same functions with two opt-ins: `ModelTensors.dense_blend` routes the blend GEMM through
+oneDNN, and ``fused_cpu=True`` skins with the numba loops of `skin_cpu`.
 """
 
 from __future__ import annotations
