@@ -184,6 +184,7 @@ def sample_scene(
         "ambient": rng.uniform(0.3, 0.5),
         "bg_seed": int(rng.integers(1 << 62)),
         "background": background,
+        "palette": palette,
         "blur": bool(rng.random() < 0.5),
     }
 
@@ -294,7 +295,8 @@ def render_sample(job: dict) -> dict:
         fid = raster.face_index[mask]
         n = face_normals(verts, faces)[fid]
         shade = scene["ambient"] + (1 - scene["ambient"]) * np.abs(n @ scene["light"])
-        colour_of_face = st["face_segment"] if len(scene["colors"]) > 6 else face_part - 1
+        segments = scene["palette"] == "segments"
+        colour_of_face = st["face_segment"] if segments else face_part - 1
         rgb = scene["colors"][colour_of_face[fid]] * shade[:, None]
         img[mask] = np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
     if scene["blur"]:
@@ -391,11 +393,12 @@ def synthesize(
         mocap_pose = MocapDataset(mocap).pose.double().numpy()
     weights = model.lbs_weights.detach().cpu().numpy()
     faces = np.asarray(model.faces, np.int64)
+    face_part = face_labels(vertex_part_labels(weights), faces)
     _STATE.update(
         image_size=image_size,
         out=out,
         faces=faces,
-        face_part=face_labels(vertex_part_labels(weights), faces),
+        face_part=face_part,
         face_segment=face_labels(np.asarray(SEGMENT_OF_JOINT)[weights.argmax(1)], faces),
         jpeg=[cv2.IMWRITE_JPEG_QUALITY, quality],
     )

@@ -17,7 +17,7 @@ Layouts (B samples, V vertices, J joints, K weights per vertex):
 
 Vertices are split into a fixed number of chunks whatever the thread count, and the joint
 gradient sums the chunks' partials in order: results do not depend on threads. The chunks
-run in parallel through numba's OpenMP layer, or serially where that is unsafe (`_pick`).
+run in parallel through numba's OpenMP layer, or serially where that is unsafe (`_launch`).
 
 numba compiles the kernels on first use (a few seconds, then cached on disk);
 `available()` is False without numba, and `reference.skin` keeps its torch path then.
@@ -121,38 +121,36 @@ def _kernels():
     return {"serial": (fwd_serial, bwd_serial), "parallel": (fwd_parallel, bwd_parallel)}
 
 
-_parallel_state = {"pid": None, "ok": True}
+# The process allowed to run the parallel loops (the first to call them), and whether numba's
+# threading layer turned out to be one that tolerates concurrent calls (checked once).
+_parallel_state = {"pid": None, "layer_checked": False, "layer_ok": True}
 
 
-def _pick(direction: int):
-    """The forward (0) or backward (1) kernel for this call: parallel in the process that
-    first ran the parallel kernels, serial elsewhere.
+def _launch(direction: int, *args) -> None:
+    """Run the forward (0) or backward (1) loops: in parallel in the process that first ran
+    them, serially elsewhere.
 
     numba's OpenMP layer shares torch's libgomp (so its threads are torch's, already awake
     after the GEMM: at B = 64 the parallel loops take 4.4 ms of forward against 11.5 ms
     serial, interleaved with smplx on this 2-core machine), but GNU OpenMP is not fork-safe:
     numba terminates a forked child that starts a parallel region. A child (a DataLoader
     worker, say) therefore runs the serial loops. Should numba fall back to its workqueue
-    layer, which aborts on concurrent calls, the parallel kernels are not used again.
+    layer, which aborts on concurrent calls, the parallel loops are not used again.
     """
     import numba
 
-    kernels = _kernels()
-    pid = os.getpid()
-    state = _parallel_state
+    kernels, state = _kernels(), _parallel_state
     if state["pid"] is None:
-        state["pid"] = pid
-    if not state["ok"] or state["pid"] != pid or torch.get_num_threads() == 1:
-        return kernels["serial"][direction]
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    return kernels["parallel"][direction]
-
-
-def _after_parallel_launch() -> None:
-    import numba
-
-    if _parallel_state["ok"] and numba.threading_layer() not in ("omp", "tbb"):
-        _parallel_state["ok"] = False
+        state["pid"] = os.getpid()
+    threads = torch.get_num_threads()
+    if not state["layer_ok"] or state["pid"] != os.getpid() or threads == 1:
+        kernels["serial"][direction](*args)
+        return
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    kernels["parallel"][direction](*args)
+    if not state["layer_checked"]:
+        state["layer_checked"] = True
+        state["layer_ok"] = numba.threading_layer() in ("omp", "tbb")
 
 
 def available() -> bool:
@@ -189,11 +187,8 @@ def skin_forward(v_planar: torch.Tensor, transforms: torch.Tensor, skin_idx: tor
         transl_t = v_planar.new_zeros(3, batch)
     else:
         transl_t = transl.t()
-    kernel = _pick(0)
-    kernel(_array(v_planar), _array(transforms), _array(skin_idx), _array(skin_w),
-           _array(transl_t), out.numpy())
-    if kernel is _kernels()["parallel"][0]:
-        _after_parallel_launch()
+    _launch(0, _array(v_planar), _array(transforms), _array(skin_idx), _array(skin_w),
+            _array(transl_t), out.numpy())
     return out
 
 
@@ -206,9 +201,6 @@ def skin_backward(grad_planar: torch.Tensor, v_planar: torch.Tensor, transforms:
     """
     grad_v = torch.empty_like(v_planar)
     partial = transforms.new_empty(CHUNKS, *transforms.shape)
-    kernel = _pick(1)
-    kernel(_array(grad_planar), _array(v_planar), _array(transforms), _array(skin_idx),
-           _array(skin_w), grad_v.numpy(), partial.numpy())
-    if kernel is _kernels()["parallel"][1]:
-        _after_parallel_launch()
+    _launch(1, _array(grad_planar), _array(v_planar), _array(transforms), _array(skin_idx),
+            _array(skin_w), grad_v.numpy(), partial.numpy())
     return grad_v, partial.sum(0)
