@@ -13,6 +13,7 @@ any) read are computed: "keypoint mode".
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -375,12 +376,24 @@ class SMPLLayer(nn.Module):
         if value.dim() < 1 or not any(tail == s for s in shapes):
             expected = " or ".join("(B, " + ", ".join(map(str, s)) + ")" for s in shapes)
             raise ValueError(f"{name}: expected shape {expected}, got {tuple(value.shape)}")
-        # A data-dependent branch would break a torch.compile graph; compiled callers opt out.
-        if self.check_inputs and not torch.compiler.is_compiling() \
-                and not torch.isfinite(value).all():
-            raise ValueError(f"{name}: contains NaN or inf (pass check_inputs=False to skip "
-                             "this check)")
         return value.shape[0]
+
+    def _check_finite(self, inputs: Mapping[str, torch.Tensor]) -> None:
+        """Raise, naming the argument, if an input holds NaN or inf.
+
+        One reduction over all inputs first (one sync on CUDA, not one per input): NaN and inf
+        propagate through a sum. So can a finite overflow; the per-input pass then clears it.
+        """
+        # A data-dependent branch would break a torch.compile graph; compiled callers opt out.
+        if not self.check_inputs or not inputs or torch.compiler.is_compiling():
+            return
+        values = [value.detach().reshape(-1) for value in inputs.values()]
+        if math.isfinite(float(torch.cat(values).sum())):
+            return
+        for name, value in inputs.items():
+            if not torch.isfinite(value).all():
+                raise ValueError(f"{name}: contains NaN or inf (pass check_inputs=False to "
+                                 "skip this check)")
 
     def _prepare(self, betas, body_pose, global_orient, transl, camera, pose2rot: bool):
         device = self.v_template.device
@@ -403,6 +416,7 @@ class SMPLLayer(nn.Module):
                 raise ValueError(f"betas: the model uses num_betas={self.num_betas}, got "
                                  f"{value.shape[1]} coefficients (shape {tuple(value.shape)})")
             sizes[name] = self._check(name, value, shapes[name], device, None)
+        self._check_finite({name: inputs[name] for name in sizes})
         batch = max(sizes.values(), default=1)
         wrong = {k: v for k, v in sizes.items() if v not in (1, batch)}
         if wrong:
@@ -480,16 +494,12 @@ class SMPLLayer(nn.Module):
         """(vertices, joints, keypoints, projected joints, projected keypoints)."""
         if self._resolve_backend(betas) == "triton":
             return self._triton_forward(betas, full_pose, transl, pose2rot, return_verts, camera)
-        if pose2rot:
-            rot_mats = reference.rodrigues(full_pose.reshape(-1, 3)).view(-1, 24, 3, 3)
-        else:
-            rot_mats = full_pose
         if return_verts:
             model, regressor = self.model_tensors(), self.keypoint_regressor
         else:
             model, regressor = self._keypoint_mode()
-        vertices, joints, keypoints = reference.smpl_forward(model, betas, rot_mats, transl,
-                                                             regressor, fused_cpu=True)
+        vertices, joints, keypoints = reference.smpl_forward(
+            model, betas, full_pose, transl, regressor, fused_cpu=True, pose2rot=pose2rot)
         proj_joints = proj_keypoints = None
         if camera is not None:
             proj_joints = reference.weak_perspective(joints, camera)

@@ -13,7 +13,8 @@ computes it, reorganised to do less work:
 
 Called plainly, every function here is plain PyTorch: the oracle. The layer's CPU path calls
 the same functions with two opt-ins: `ModelTensors.dense_blend` routes the blend GEMM through
-oneDNN, and ``fused_cpu=True`` skins with the numba loops of `skin_cpu`.
+oneDNN, and ``fused_cpu=True`` skins with the numba loops of `skin_cpu` and, when no gradient
+is needed, replaces everything before the GEMM with one numba call (`skeleton_cpu`).
 """
 
 from __future__ import annotations
@@ -143,6 +144,21 @@ def blend_shapes(betas: torch.Tensor, pose_feat: torch.Tensor, v_template: torch
     return offsets.view(-1, 3, coeffs.shape[0]).permute(2, 0, 1)
 
 
+def blend_planar(augmented: torch.Tensor, v_template: torch.Tensor, blend_dirs: torch.Tensor,
+                 dense_blend: torch.Tensor | None = None) -> torch.Tensor:
+    """`blend_shapes` over prebuilt coefficient rows, without autograd (the fused CPU path).
+
+    Args:
+        augmented: (B, 1 + L + P) = [1 | β | pose feature], contiguous.
+        v_template, blend_dirs, dense_blend: as in `blend_shapes`.
+    Returns:
+        (V * 3, B) contiguous: v_posed as the planar (V, 3, B) layout of `skin_cpu`.
+    """
+    if dense_blend is not None and onednn_gemm_usable(augmented):
+        return _onednn_blend(augmented, dense_blend)
+    return torch.addmm(v_template.reshape(-1, 1), blend_dirs.t(), augmented[:, 1:].t())
+
+
 def dense_blend_weight(v_template: torch.Tensor, blend_dirs: torch.Tensor) -> torch.Tensor:
     """[v_template | blend_dirs^T]: (V * 3, 1 + L + P), contiguous (the oneDNN GEMM weight)."""
     return torch.cat([v_template.reshape(-1, 1), blend_dirs.t()], dim=1).contiguous()
@@ -171,6 +187,12 @@ def _onednn_linear():
     return lambda x, weight: op(x, weight, None, "none", [], "")
 
 
+def _onednn_blend(augmented: torch.Tensor, dense_blend: torch.Tensor) -> torch.Tensor:
+    """(V*3, B) = dense_blend · augmentedᵀ through oneDNN, for augmented = [1 | coeffs]."""
+    # y = x · Wᵀ with x = dense_blend (V*3, 1+L+P) and W = augmented (B, 1+L+P).
+    return _onednn_linear()(dense_blend, augmented)
+
+
 class _OneDNNBlend(torch.autograd.Function):
     """offsets (V*3, B) = [1 | coeffs] · dense_blendᵀ, transposed, through oneDNN.
 
@@ -180,10 +202,8 @@ class _OneDNNBlend(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, coeffs, dense_blend, blend_dirs):
-        linear = _onednn_linear()
         ones = coeffs.new_ones(coeffs.shape[0], 1)
-        # y = x · Wᵀ with x = dense_blend (V*3, 1+L+P) and W = [1 | coeffs] (B, 1+L+P).
-        offsets = linear(dense_blend, torch.cat([ones, coeffs], dim=1))
+        offsets = _onednn_blend(torch.cat([ones, coeffs], dim=1), dense_blend)
         ctx.save_for_backward(blend_dirs)
         return offsets
 
@@ -405,28 +425,38 @@ def vertex_subset(model: ModelTensors, vertex_ids: torch.Tensor) -> ModelTensors
     )
 
 
-def smpl_forward(model: ModelTensors, betas: torch.Tensor, rot_mats: torch.Tensor,
+def smpl_forward(model: ModelTensors, betas: torch.Tensor, pose: torch.Tensor,
                  transl: torch.Tensor | None = None,
-                 keypoint_regressor: torch.Tensor | None = None, fused_cpu: bool = False):
+                 keypoint_regressor: torch.Tensor | None = None, fused_cpu: bool = False,
+                 pose2rot: bool = False):
     """The whole SMPL forward.
 
     Args:
         model: ModelTensors (possibly a `vertex_subset`).
         betas: (B, L).
-        rot_mats: (B, J, 3, 3) local rotations, root first.
+        pose: (B, J, 3, 3) local rotations, root first; with pose2rot, (B, J * 3) axis-angle.
         transl: (B, 3) or None.
         keypoint_regressor: (Q, V) over the model's vertices, or None.
-        fused_cpu: skin with the fused CPU loops (see `skin`).
+        fused_cpu: the layer's CPU path: skin with the fused CPU loops (see `skin`) and, when
+            no gradient is needed, run everything before the blend GEMM as one compiled call
+            (`skeleton_cpu`). False keeps plain torch (the oracle).
+        pose2rot: whether `pose` is axis-angle (converted by `rodrigues`).
     Returns:
         vertices: (B, V, 3).
         joints: (B, J + E, 3): FK joints, then the vertex joints.
         keypoints: (B, Q, 3) or None.
     """
-    joints = rest_joints(betas, model.joint_template, model.joint_shapedirs)
-    v_posed = blend_shapes(betas, pose_feature(rot_mats), model.v_template, model.blend_dirs,
-                           model.dense_blend)
-    posed_joints, rel = forward_kinematics(rot_mats, joints, model.parents)
-    vertices = skin(v_posed, rel, model.skin_idx, model.skin_w, transl, fused_cpu)
+    if fused_cpu and _fused_skeleton_usable(model, betas, pose, transl):
+        posed_joints, vertices = _fused_cpu_forward(model, betas, pose, transl, pose2rot)
+    else:
+        rot_mats = pose
+        if pose2rot:
+            rot_mats = rodrigues(pose.reshape(-1, 3)).view(betas.shape[0], -1, 3, 3)
+        joints = rest_joints(betas, model.joint_template, model.joint_shapedirs)
+        v_posed = blend_shapes(betas, pose_feature(rot_mats), model.v_template,
+                               model.blend_dirs, model.dense_blend)
+        posed_joints, rel = forward_kinematics(rot_mats, joints, model.parents)
+        vertices = skin(v_posed, rel, model.skin_idx, model.skin_w, transl, fused_cpu)
     if transl is not None:
         posed_joints = posed_joints + transl[:, None]
     joints = torch.cat([posed_joints, vertices[:, model.vertex_joint_ids]], dim=1)
@@ -434,3 +464,32 @@ def smpl_forward(model: ModelTensors, betas: torch.Tensor, rot_mats: torch.Tenso
     if keypoint_regressor is not None:
         keypoints = torch.einsum("qv,bvc->bqc", keypoint_regressor, vertices)
     return vertices, joints, keypoints
+
+
+def _fused_skeleton_usable(model: ModelTensors, betas, pose, transl) -> bool:
+    """Whether `smpl_forward` may take `_fused_cpu_forward`: CPU tensors of one float dtype,
+    eager code, numba present, and no gradient to record (the fused path has no backward)."""
+    # Imported here: skeleton_cpu reads this module's Rodrigues constants and tree check.
+    from hmr_fast.ops import skeleton_cpu
+
+    tensors = [betas, pose, model.v_template, model.blend_dirs, model.joint_template,
+               model.joint_shapedirs]
+    if transl is not None:
+        tensors.append(transl)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return skeleton_cpu.usable(*tensors)
+
+
+def _fused_cpu_forward(model: ModelTensors, betas, pose, transl, pose2rot: bool):
+    """`smpl_forward`'s posed joints (B, J, 3) and vertices (B, V, 3) without autograd: one
+    compiled skeleton call, the blend GEMM over its coefficient rows, the fused skinning."""
+    from hmr_fast.ops import skeleton_cpu
+
+    skeleton = skeleton_cpu.skeleton_forward(betas, pose, model.joint_template,
+                                             model.joint_shapedirs, model.parents, pose2rot)
+    v_planar = blend_planar(skeleton.coeffs, model.v_template, model.blend_dirs,
+                            model.dense_blend)
+    vertices = skin_cpu.skin_forward(v_planar.view(-1, 3, betas.shape[0]), skeleton.transforms,
+                                     model.skin_idx, model.skin_w, transl)
+    return skeleton.posed_joints, vertices

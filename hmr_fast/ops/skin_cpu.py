@@ -35,17 +35,27 @@ CHUNKS = 64  # vertex chunks: the unit of parallel work and of the joint-gradien
 
 
 @functools.cache
+def numba_jit():
+    """numba's njit with the options the CPU kernels of `hmr_fast.ops` share (cached on disk,
+    as compiling takes seconds; the GIL released; no fastmath), or None without numba."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    return functools.partial(numba.njit, cache=True, nogil=True, fastmath=False)
+
+
+@functools.cache
 def _kernels():
     """Compile (or load from numba's cache) the kernels; None without numba.
 
     Returns {"serial": (forward, backward), "parallel": (forward, backward)}: the same
     per-chunk bodies, looped over the chunks in order or with numba's prange.
     """
-    try:
-        import numba
-    except ImportError:
+    jit = numba_jit()
+    if jit is None:
         return None
-    jit = functools.partial(numba.njit, cache=True, nogil=True, fastmath=False)
+    import numba
 
     @jit
     def fwd_chunk(v_posed, transforms, skin_idx, skin_w, transl, out, chunk):
@@ -158,13 +168,16 @@ def available() -> bool:
     return _kernels() is not None
 
 
-def usable(v_posed: torch.Tensor) -> bool:
-    """Whether `reference.skin` should take these kernels for this input."""
-    return (v_posed.device.type == "cpu" and v_posed.dtype in (torch.float32, torch.float64)
+def usable(*tensors: torch.Tensor) -> bool:
+    """Whether compiled CPU loops may run on these tensors: all on the CPU in one dtype,
+    float32 or float64, in eager code (traced code keeps torch ops), with numba present."""
+    dtype = tensors[0].dtype
+    return (dtype in (torch.float32, torch.float64)
+            and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
             and not torch.compiler.is_compiling() and available())
 
 
-def _array(t: torch.Tensor) -> np.ndarray:
+def as_array(t: torch.Tensor) -> np.ndarray:
     """A numpy view of a CPU tensor (contiguous, detached: the kernels only read it)."""
     return t.detach().contiguous().numpy()
 
@@ -187,8 +200,8 @@ def skin_forward(v_planar: torch.Tensor, transforms: torch.Tensor, skin_idx: tor
         transl_t = v_planar.new_zeros(3, batch)
     else:
         transl_t = transl.t()
-    _launch(0, _array(v_planar), _array(transforms), _array(skin_idx), _array(skin_w),
-            _array(transl_t), out.numpy())
+    _launch(0, as_array(v_planar), as_array(transforms), as_array(skin_idx),
+            as_array(skin_w), as_array(transl_t), out.numpy())
     return out
 
 
@@ -201,6 +214,6 @@ def skin_backward(grad_planar: torch.Tensor, v_planar: torch.Tensor, transforms:
     """
     grad_v = torch.empty_like(v_planar)
     partial = transforms.new_empty(CHUNKS, *transforms.shape)
-    _launch(1, _array(grad_planar), _array(v_planar), _array(transforms), _array(skin_idx),
-            _array(skin_w), grad_v.numpy(), partial.numpy())
+    _launch(1, as_array(grad_planar), as_array(v_planar), as_array(transforms),
+            as_array(skin_idx), as_array(skin_w), grad_v.numpy(), partial.numpy())
     return grad_v, partial.sum(0)
