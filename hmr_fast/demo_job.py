@@ -62,7 +62,9 @@ def synthesise(out: Path, s: dict, seed: int, progress: bool = True) -> dict:
     from hmr_fast.data import synth, synth_mocap
 
     paths = {"train": out / "synth_train", "test": out / "synth_test", "mocap": out / "mocap.npz"}
-    size = str(s["image_size"])
+    # Rendered larger than the training crop: a crop (the body's box x 1.2) then shrinks
+    # instead of stretching a few pixels of limb into a blur.
+    size = str(s.get("render_size", s["image_size"]))
     jobs = (
         ("train", ["--n", str(s["n_train"]), "--seed", str(seed)]),
         ("test", ["--n", str(s["n_test"]), "--seed", str(seed + 1000)]),
@@ -140,6 +142,7 @@ def run(
             "flip_prob": 0.0,
             "smpl_weight": s["smpl_weight"],
             "joints_3d_weight": s["joints_3d_weight"],
+            "regressor_dropout": s.get("regressor_dropout", 0.5),
             # In-process loading: a 64 px crop costs ~0.3 ms, a worker would only compete
             # with the two cores the step itself uses.
             "workers": 0,

@@ -110,6 +110,8 @@ def test_lr_schedule_warmup_and_cosine():
         apply_overrides(TrainConfig(), {"lr_schedule": "cosin"})
     with pytest.raises(ValueError, match="flip_prob"):
         apply_overrides(TrainConfig(), {"flip_prob": 1.5})
+    with pytest.raises(ValueError, match="regressor_dropout"):
+        apply_overrides(TrainConfig(), {"regressor_dropout": 1.0})
     with pytest.raises(ValueError, match="warmup_steps"):
         apply_overrides(TrainConfig(), {"warmup_steps": -1})
 

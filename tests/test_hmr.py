@@ -127,6 +127,22 @@ def test_regressor_structure_and_small_last_layer(model):
     assert isinstance(model.init_theta, nn.Parameter) and model.init_theta.requires_grad
 
 
+def test_regressor_dropout_is_configurable(model):
+    p = float(torch.rand(()) * 0.9)
+    custom = HMR(backbone="resnet18", smpl=model.smpl, image_size=S, dropout=p)
+    assert [m.p for m in custom.regressor if isinstance(m, nn.Dropout)] == [p, p]
+    # In train mode the regressor is deterministic without dropout and random with 0.5.
+    features = torch.randn(2, 512)
+    still = HMR(backbone="resnet18", smpl=model.smpl, image_size=S, dropout=0.0).train()
+    noisy = HMR(backbone="resnet18", smpl=model.smpl, image_size=S).train()
+    with torch.no_grad():
+        assert torch.equal(still.regress(features)[-1], still.regress(features)[-1])
+        assert not torch.equal(noisy.regress(features)[-1], noisy.regress(features)[-1])
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="dropout must be in"):
+            HMR(backbone="resnet18", smpl=model.smpl, image_size=S, dropout=bad)
+
+
 def test_keypoints_match_full_mesh_smpl_and_projection(model, smpl):
     images = torch.randn(2, 3, S, S)
     with torch.no_grad():

@@ -113,6 +113,8 @@ class HMR(nn.Module):
         image_size: S, the square crop size forward() accepts.
         keypoint_regressor: HMR's keypoint regressor for a built SMPL (array or .npy path).
         smpl_backend: backend of a built SMPL ("auto", "torch", "triton").
+        dropout: the regressor's dropout probability (the paper's 0.5; short from-scratch
+            runs fit faster with less).
     """
 
     def __init__(
@@ -125,10 +127,13 @@ class HMR(nn.Module):
         image_size: int = 224,
         keypoint_regressor=None,
         smpl_backend: str = "auto",
+        dropout: float = 0.5,
     ):
         super().__init__()
         if int(num_iters) < 1:
             raise ValueError(f"num_iters must be >= 1, got {num_iters}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.num_iters = int(num_iters)
         self.image_size = int(image_size)
         self.encoder, self.feature_dim = build_encoder(backbone, pretrained)
@@ -139,10 +144,10 @@ class HMR(nn.Module):
         self.regressor = nn.Sequential(
             nn.Linear(self.feature_dim + NUM_THETA, 1024),
             nn.ReLU(),
-            nn.Dropout(0.5),
+            nn.Dropout(dropout),
             nn.Linear(1024, 1024),
             nn.ReLU(),
-            nn.Dropout(0.5),
+            nn.Dropout(dropout),
             fc_last,
         )
         self.init_theta = nn.Parameter(initial_theta(mean_params))

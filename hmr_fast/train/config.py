@@ -31,6 +31,7 @@ class TrainConfig:
     pretrained: str | None = None
     image_size: int = 224
     num_iters: int = 3
+    regressor_dropout: float = 0.5
     fused: bool = True
     steps: int = 100000
     batch_size: int = 64
@@ -125,6 +126,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"config key 'warmup_steps' must be >= 0, got {cfg.warmup_steps}")
     if not 0.0 <= cfg.flip_prob <= 1.0:
         raise ValueError(f"config key 'flip_prob' must be in [0, 1], got {cfg.flip_prob}")
+    if not 0.0 <= cfg.regressor_dropout < 1.0:
+        raise ValueError(
+            f"config key 'regressor_dropout' must be in [0, 1), got {cfg.regressor_dropout}"
+        )
     if not 0.0 <= cfg.ratio_3d <= 1.0:
         raise ValueError(f"config key 'ratio_3d' must be in [0, 1], got {cfg.ratio_3d}")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
