@@ -54,9 +54,35 @@ def test_deterministic():
         sample_poses(-1, np.random.default_rng())
 
 
+def test_spread_scales_the_noise_around_the_activity_postures():
+    seed = int(np.random.default_rng().integers(1 << 31))
+    wide = sample_poses(2000, np.random.default_rng(seed), spread=0.2)
+    narrow = sample_poses(2000, np.random.default_rng(seed), spread=0.1)
+    still = sample_poses(2000, np.random.default_rng(seed), spread=0.0)
+    # Same draws, less noise: the same activities, closer to their postures.
+    knee = JOINT_NAMES.index("left_knee")
+    flex = [np.linalg.norm(p[:, 3 * knee : 3 * knee + 3], axis=1) for p in (wide, narrow, still)]
+    # With no noise every sample is one of the five activity postures (or its mirror image).
+    assert len(np.unique(still.round(5), axis=0)) <= 10
+    spread_of = [np.abs(f - flex[2]).mean() for f in flex[:2]]
+    assert spread_of[0] > 1.5 * spread_of[1] > 0
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="spread"):
+            sample_poses(3, np.random.default_rng(), spread=bad)
+    assert synth_mocap_main(["--out", "never-written.npz", "--n", "3", "--spread", "2"]) == 2
+
+
 def test_synth_mocap_cli_and_dataset(tmp_path):
     out = tmp_path / "mocap.npz"
     assert synth_mocap_main(["--out", str(out), "--n", "50", "--seed", "1"]) == 0
+    narrow = tmp_path / "narrow.npz"
+    args = ["--out", str(narrow), "--n", "50", "--seed", "1", "--spread", "0.1"]
+    assert synth_mocap_main(args) == 0
+    with np.load(out) as d, np.load(narrow) as e:
+        np.testing.assert_array_equal(
+            e["pose"], sample_poses(50, np.random.default_rng(1), spread=0.1)
+        )
+        assert not np.array_equal(d["pose"], e["pose"])
     with np.load(out) as d:
         assert d["pose"].shape == (50, 72) and d["shape"].shape == (50, 10)
         shape = d["shape"]

@@ -181,6 +181,8 @@ def test_cli(tmp_path):
                  "--workers", "1", "--no-progress"]) == 0  # fmt: skip
     assert (tmp_path / "s" / "annotations.npz").is_file()
     assert main(["--out", str(tmp_path / "t"), "--n", "0", "--no-progress"]) == 2
+    assert main(["--out", str(tmp_path / "u"), "--n", "2", "--pose-spread", "-1",
+                 "--no-progress"]) == 2  # fmt: skip
 
 
 def test_fixed_palette_keeps_part_colours_and_plain_background_is_a_gradient(tmp_path):
@@ -262,6 +264,10 @@ def test_frontal_views_face_the_camera():
     frontal, wide = facing_angles("frontal"), facing_angles("all")
     assert frontal.max() < 0.7 + 0.45  # yaw clip plus the pitch / roll tilt
     assert (wide > 1.5).mean() > 0.1
+    # the body pose follows the pose spread; nothing else does
+    narrow = sample_scene(9, 3, SIZE, pose_spread=0.05)
+    assert not np.array_equal(narrow["pose"][3:], sample_scene(9, 3, SIZE)["pose"][3:])
+    np.testing.assert_array_equal(narrow["betas"], sample_scene(9, 3, SIZE)["betas"])
     # the body pose and shape do not depend on the view setting
     a, b = sample_scene(9, 3, SIZE, views="frontal"), sample_scene(9, 3, SIZE)
     np.testing.assert_array_equal(a["pose"][3:], b["pose"][3:])

@@ -52,7 +52,7 @@ import numpy as np
 
 from hmr_fast.body.constants import HMR19_FROM_J24, J24_NAMES, JOINT_NAMES
 from hmr_fast.data.formats import NUM_KP, save_annotations
-from hmr_fast.data.synth_mocap import sample_poses, sample_shapes
+from hmr_fast.data.synth_mocap import POSE_SPREAD, sample_poses, sample_shapes
 from hmr_fast.render import (
     face_labels,
     face_normals,
@@ -144,6 +144,7 @@ def sample_scene(
     palette: str = "random",
     background: str = "clutter",
     views: str = "all",
+    pose_spread: float = POSE_SPREAD,
 ) -> dict:
     """All random choices for image ``index`` (an RNG keyed by (seed, index)).
 
@@ -155,7 +156,7 @@ def sample_scene(
     thigh, shin, ...) its own fixed hue, which also marks elbows and knees.
     """
     rng = np.random.default_rng([seed, index])
-    pose = sample_poses(1, rng)[0].astype(np.float64)
+    pose = sample_poses(1, rng, pose_spread)[0].astype(np.float64)
     if mocap_pose is not None:
         pose[3:] = mocap_pose[index % len(mocap_pose), 3:]
     pose[:3] = sample_orientation(rng, views)
@@ -367,6 +368,7 @@ def synthesize(
     palette: str = "random",
     background: str = "clutter",
     views: str = "all",
+    pose_spread: float = POSE_SPREAD,
 ) -> Path:
     """Render the dataset (see the module docstring); returns the annotation npz path."""
     import torch
@@ -380,6 +382,8 @@ def synthesize(
         raise ValueError(f"views must be one of {VIEWS}, got {views!r}")
     if background not in BACKGROUNDS:
         raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+    if not 0.0 <= pose_spread <= 1.0:
+        raise ValueError(f"pose_spread must be in [0, 1], got {pose_spread}")
     if image_size < 16:
         raise ValueError(f"image_size must be >= 16, got {image_size}")
     out = Path(out_dir)
@@ -403,7 +407,7 @@ def synthesize(
         jpeg=[cv2.IMWRITE_JPEG_QUALITY, quality],
     )
     scenes = [
-        sample_scene(seed, i, image_size, mocap_pose, palette, background, views)
+        sample_scene(seed, i, image_size, mocap_pose, palette, background, views, pose_spread)
         for i in range(n)
     ]
     jobs = _forward_jobs(model, scenes, image_size)
@@ -455,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
         "--background", choices=BACKGROUNDS, default="clutter", help="see make_background"
     )
     p.add_argument("--views", choices=VIEWS, default="all", help="see sample_orientation")
+    p.add_argument(
+        "--pose-spread", type=float, default=POSE_SPREAD, help="see synth_mocap.sample_poses"
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)  # fmt: skip
     t0 = time.perf_counter()
@@ -462,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         path = synthesize(
             args.out, args.n, args.seed, args.image_size, args.model_path, args.workers,
             args.keypoint_regressor, args.mocap, args.quality, not args.no_progress,
-            args.palette, args.background, args.views,
+            args.palette, args.background, args.views, args.pose_spread,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
         print(f"hmr-fast synth: {exc}", file=sys.stderr)

@@ -71,6 +71,7 @@ ACTIVITIES = (
             "right_elbow": (0, 1.2, 0)}),  # crouching
 )  # fmt: skip
 
+POSE_SPREAD = 0.2  # default noise around the activity posture, as a fraction of each range
 _JOINTS = [JOINT_NAMES.index(n) for n in LIMITS]
 _LO = np.array([[lim[a][0] for a in range(3)] for lim in LIMITS.values()])
 _HI = np.array([[lim[a][1] for a in range(3)] for lim in LIMITS.values()])
@@ -86,7 +87,7 @@ def _activity_means() -> tuple[np.ndarray, np.ndarray]:
     return probs / probs.sum(), means
 
 
-def sample_poses(n: int, rng: np.random.Generator, spread: float = 0.2) -> np.ndarray:
+def sample_poses(n: int, rng: np.random.Generator, spread: float = POSE_SPREAD) -> np.ndarray:
     """(n, 72) float32 axis-angle SMPL poses within ``LIMITS`` (global orientation zero).
 
     Each sample picks an activity posture, adds N(0, spread * range) noise per Euler angle
@@ -94,6 +95,8 @@ def sample_poses(n: int, rng: np.random.Generator, spread: float = 0.2) -> np.nd
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    if not 0.0 <= spread <= 1.0:
+        raise ValueError(f"spread must be in [0, 1], got {spread}")
     probs, means = _activity_means()
     act = rng.choice(len(probs), size=n, p=probs)
     noise = rng.standard_normal((n, len(LIMITS), 3)) * spread * (_HI - _LO)
@@ -130,12 +133,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output .npz (pose, shape)")
     p.add_argument("--n", type=int, required=True, help="number of poses")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--spread",
+        type=float,
+        default=POSE_SPREAD,
+        help="noise around each activity posture, as a fraction of each joint's range",
+    )
     args = p.parse_args(argv)
     if args.n <= 0:
         print(f"hmr-fast synth-mocap: --n must be positive, got {args.n}", file=sys.stderr)
         return 2
+    if not 0.0 <= args.spread <= 1.0:
+        print(f"hmr-fast synth-mocap: --spread must be in [0, 1], got {args.spread}",
+              file=sys.stderr)
+        return 2
     rng = np.random.default_rng(args.seed)
-    pose = sample_poses(args.n, rng)
+    pose = sample_poses(args.n, rng, args.spread)
     shape = sample_shapes(args.n, rng)
     from pathlib import Path
 
