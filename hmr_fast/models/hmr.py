@@ -12,7 +12,8 @@ so ``theta[:, 3:75]`` is SMPL's full 72-D pose. :func:`split_theta` returns
 
 Iterative error feedback: starting from the trainable mean Theta_0, T times (weights shared)
 ``Theta_{t+1} = Theta_t + R([phi, Theta_t])`` with R = FC1024-ReLU-Dropout(0.5)-FC1024-ReLU-
-Dropout(0.5)-FC85 (last layer Xavier-uniform, gain 0.01) and phi the image feature.
+Dropout(0.5)-FC85 (last layer Xavier-uniform, gain 0.01; the dropout probability is the
+``dropout`` argument, the paper's 0.5 by default) and phi the image feature.
 Theta_0 holds s = 0.9, t = 0 (constants.MEAN_CAMERA), a rotation of pi about x for the root
 (constants.MEAN_GLOBAL_ORIENT: upright in image coordinates, y down), and the mocap mean body
 pose and shape when a mocap npz is given (else zeros).
