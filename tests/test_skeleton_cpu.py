@@ -94,13 +94,14 @@ def launch_nan_filled(betas, pose, template, shapedirs, parents, pose2rot):
         out.posed_joints.numpy(),
         out.transforms.numpy(),
     )
-    kernels = skeleton_cpu._kernels()
     if pose2rot:
         aa = pose.reshape(batch, num_joints, 3).contiguous().numpy()
-        eps, small = ref._SMPLX_ANGLE_EPS, ref._SMALL_ANGLE_SQ
-        kernels["axis_angle"](aa, eps, small, out.rot_mats.numpy(), *common)
+        rot = out.rot_mats.numpy()
     else:
-        kernels["rotations"](pose.contiguous().numpy(), *common)
+        aa = np.empty((0, num_joints, 3), dtype=betas.numpy().dtype)
+        rot = pose.contiguous().numpy()
+    eps, small = ref._SMPLX_ANGLE_EPS, ref._SMALL_ANGLE_SQ
+    skeleton_cpu._kernels()(aa, eps, small, rot, *common)
     return out
 
 

@@ -50,10 +50,9 @@ class Skeleton(NamedTuple):
 
 @functools.cache
 def _kernels():
-    """Compile (or load from numba's cache) the kernels; None without numba.
+    """Compile (or load from numba's cache) the skeleton loop; None without numba.
 
-    Returns {"axis_angle": loop, "rotations": loop}: the same per-sample body, fed by
-    Rodrigues or by the caller's rotation matrices.
+    One loop over the samples, fed by Rodrigues or by the caller's rotation matrices.
     """
     jit = skin_cpu.numba_jit()
     if jit is None:
@@ -149,7 +148,7 @@ def _kernels():
                 transforms[j, r, 3, b] = corr
 
     @jit
-    def from_axis_angle(
+    def skeleton(
         axis_angle,
         angle_eps,
         small_angle_sq,
@@ -162,16 +161,23 @@ def _kernels():
         posed_joints,
         transforms,
     ):
+        """axis_angle (B, J, 3) fills rot_mats (B, J, 3, 3) through Rodrigues; an empty
+        axis_angle (0, J, 3) means rot_mats already holds the rotations."""
         num_joints = parents.shape[0]
+        from_axis_angle = axis_angle.shape[0] > 0
         rot = np.empty((num_joints, 3, 3))
         rest, world_t = np.empty((num_joints, 3)), np.empty((num_joints, 3))
         world_rot = np.empty((num_joints, 3, 3))
         for b in range(betas.shape[0]):
-            rodrigues(axis_angle, b, angle_eps, small_angle_sq, rot)
+            if from_axis_angle:
+                rodrigues(axis_angle, b, angle_eps, small_angle_sq, rot)
             for j in range(num_joints):
                 for r in range(3):
                     for c in range(3):
-                        rot_mats[b, j, r, c] = rot[j, r, c]
+                        if from_axis_angle:
+                            rot_mats[b, j, r, c] = rot[j, r, c]
+                        else:
+                            rot[j, r, c] = rot_mats[b, j, r, c]
             sample(
                 b,
                 betas,
@@ -187,35 +193,7 @@ def _kernels():
                 world_t,
             )
 
-    @jit
-    def from_rotations(
-        rot_mats, betas, joint_template, joint_shapedirs, parents, coeffs, posed_joints, transforms
-    ):
-        num_joints = parents.shape[0]
-        rot = np.empty((num_joints, 3, 3))
-        rest, world_t = np.empty((num_joints, 3)), np.empty((num_joints, 3))
-        world_rot = np.empty((num_joints, 3, 3))
-        for b in range(betas.shape[0]):
-            for j in range(num_joints):
-                for r in range(3):
-                    for c in range(3):
-                        rot[j, r, c] = rot_mats[b, j, r, c]
-            sample(
-                b,
-                betas,
-                rot,
-                joint_template,
-                joint_shapedirs,
-                parents,
-                coeffs,
-                posed_joints,
-                transforms,
-                rest,
-                world_rot,
-                world_t,
-            )
-
-    return {"axis_angle": from_axis_angle, "rotations": from_rotations}
+    return skeleton
 
 
 def available() -> bool:
@@ -275,14 +253,12 @@ def skeleton_forward(
     )
     if pose2rot:
         rot_mats = betas.new_empty(batch, num_joints, 3, 3)
-        _kernels()["axis_angle"](
-            as_array(pose.reshape(batch, num_joints, 3)),
-            reference._SMPLX_ANGLE_EPS,
-            reference._SMALL_ANGLE_SQ,
-            rot_mats.numpy(),
-            *common,
-        )
+        axis_angle, rot_array = as_array(pose.reshape(batch, num_joints, 3)), rot_mats.numpy()
     else:
         rot_mats = pose.reshape(batch, num_joints, 3, 3)
-        _kernels()["rotations"](as_array(rot_mats), *common)
+        axis_angle = np.empty((0, num_joints, 3), dtype=common[0].dtype)
+        rot_array = as_array(rot_mats)
+    _kernels()(
+        axis_angle, reference._SMPLX_ANGLE_EPS, reference._SMALL_ANGLE_SQ, rot_array, *common
+    )
     return Skeleton(rot_mats, coeffs, posed_joints, transforms)
