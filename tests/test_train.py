@@ -204,6 +204,18 @@ def test_ddp_two_processes_gloo(data, tmp_path):
     assert all(np.isfinite(x["loss"]) for x in m)
 
 
+def test_amp_runs_bf16_autocast_on_cpu(data, tmp_path, capsys):
+    # Step 1's loss comes from the same weights and batch in both runs: only the precision
+    # of the autocast region differs, so the values are close but not equal.
+    assert main(_args(data, tmp_path / "fp32", 1)) == 0
+    assert main(_args(data, tmp_path / "bf16", 1, "--amp")) == 0
+    assert "bf16 autocast on cpu" in capsys.readouterr().out
+    full, half = _metrics(tmp_path / "fp32")[0], _metrics(tmp_path / "bf16")[0]
+    assert np.isfinite(half["loss"]) and np.isfinite(half["d_loss"])
+    assert half["loss_kp_2d"] != full["loss_kp_2d"]
+    np.testing.assert_allclose(half["loss_kp_2d"], full["loss_kp_2d"], rtol=0.05)
+
+
 def test_ranges_time_blocks_and_submodules():
     from hmr_fast.train.trainer import Ranges
 
