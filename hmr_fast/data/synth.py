@@ -52,7 +52,7 @@ import numpy as np
 
 from hmr_fast.body.constants import HMR19_FROM_J24, J24_NAMES, JOINT_NAMES
 from hmr_fast.data.formats import NUM_KP, save_annotations
-from hmr_fast.data.synth_mocap import POSE_SPREAD, sample_poses, sample_shapes
+from hmr_fast.data.synth_mocap import POSE_SPREAD, check_spread, sample_poses, sample_shapes
 from hmr_fast.render import (
     face_labels,
     face_normals,
@@ -382,8 +382,7 @@ def synthesize(
         raise ValueError(f"views must be one of {VIEWS}, got {views!r}")
     if background not in BACKGROUNDS:
         raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
-    if not 0.0 <= pose_spread <= 1.0:
-        raise ValueError(f"pose_spread must be in [0, 1], got {pose_spread}")
+    check_spread(pose_spread, "pose_spread")
     if image_size < 16:
         raise ValueError(f"image_size must be >= 16, got {image_size}")
     out = Path(out_dir)

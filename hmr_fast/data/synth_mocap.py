@@ -87,6 +87,12 @@ def _activity_means() -> tuple[np.ndarray, np.ndarray]:
     return probs / probs.sum(), means
 
 
+def check_spread(spread: float, name: str = "spread") -> None:
+    """Raise a ValueError naming ``name`` unless 0 <= spread <= 1 (see `sample_poses`)."""
+    if not 0.0 <= spread <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {spread}")
+
+
 def sample_poses(n: int, rng: np.random.Generator, spread: float = POSE_SPREAD) -> np.ndarray:
     """(n, 72) float32 axis-angle SMPL poses within ``LIMITS`` (global orientation zero).
 
@@ -95,8 +101,7 @@ def sample_poses(n: int, rng: np.random.Generator, spread: float = POSE_SPREAD) 
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    if not 0.0 <= spread <= 1.0:
-        raise ValueError(f"spread must be in [0, 1], got {spread}")
+    check_spread(spread)
     probs, means = _activity_means()
     act = rng.choice(len(probs), size=n, p=probs)
     noise = rng.standard_normal((n, len(LIMITS), 3)) * spread * (_HI - _LO)
@@ -143,9 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.n <= 0:
         print(f"hmr-fast synth-mocap: --n must be positive, got {args.n}", file=sys.stderr)
         return 2
-    if not 0.0 <= args.spread <= 1.0:
-        print(f"hmr-fast synth-mocap: --spread must be in [0, 1], got {args.spread}",
-              file=sys.stderr)
+    try:
+        check_spread(args.spread, "--spread")
+    except ValueError as exc:
+        print(f"hmr-fast synth-mocap: {exc}", file=sys.stderr)
         return 2
     rng = np.random.default_rng(args.seed)
     pose = sample_poses(args.n, rng, args.spread)

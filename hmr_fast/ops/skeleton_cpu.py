@@ -87,67 +87,6 @@ def _kernels():
             rot[j, 2, 2] = 1.0 - cos_term * (x * x + y * y)
 
     @jit
-    def sample(
-        b,
-        betas,
-        rot,
-        joint_template,
-        joint_shapedirs,
-        parents,
-        coeffs,
-        posed_joints,
-        transforms,
-        rest,
-        world_rot,
-        world_t,
-    ):
-        """Everything after the rotations for sample b; rest, world_* are float64 scratch."""
-        num_joints, num_betas = parents.shape[0], betas.shape[1]
-        coeffs[b, 0] = 1.0
-        for k in range(num_betas):
-            coeffs[b, 1 + k] = betas[b, k]
-        for j in range(1, num_joints):
-            base = 1 + num_betas + 9 * (j - 1)
-            for r in range(3):
-                for c in range(3):
-                    # R - I from the float64 rotation: no cancellation against a rounded R.
-                    coeffs[b, base + 3 * r + c] = rot[j, r, c] - (1.0 if r == c else 0.0)
-        for j in range(num_joints):
-            for c in range(3):
-                acc = np.float64(joint_template[j, c])
-                for k in range(num_betas):
-                    acc += np.float64(joint_shapedirs[j, c, k]) * np.float64(betas[b, k])
-                rest[j, c] = acc
-        for j in range(num_joints):
-            p = parents[j]
-            for r in range(3):
-                if j == 0:  # the root, whatever parents[0] says (as `forward_kinematics`)
-                    world_t[j, r] = rest[j, r]
-                    for c in range(3):
-                        world_rot[j, r, c] = rot[j, r, c]
-                else:
-                    # G_j = G_p · [R_j | J_j - J_p]
-                    t = world_t[p, r]
-                    for m in range(3):
-                        t += world_rot[p, r, m] * (rest[j, m] - rest[p, m])
-                    world_t[j, r] = t
-                    for c in range(3):
-                        world_rot[j, r, c] = (
-                            world_rot[p, r, 0] * rot[j, 0, c]
-                            + world_rot[p, r, 1] * rot[j, 1, c]
-                            + world_rot[p, r, 2] * rot[j, 2, c]
-                        )
-        for j in range(num_joints):
-            for r in range(3):
-                posed_joints[b, j, r] = world_t[j, r]
-                # A_j = [G_j^R | G_j^t - G_j^R J_j]
-                corr = world_t[j, r]
-                for c in range(3):
-                    transforms[j, r, c, b] = world_rot[j, r, c]
-                    corr -= world_rot[j, r, c] * rest[j, c]
-                transforms[j, r, 3, b] = corr
-
-    @jit
     def skeleton(
         axis_angle,
         angle_eps,
@@ -161,9 +100,11 @@ def _kernels():
         posed_joints,
         transforms,
     ):
-        """axis_angle (B, J, 3) fills rot_mats (B, J, 3, 3) through Rodrigues; an empty
-        axis_angle (0, J, 3) means rot_mats already holds the rotations."""
-        num_joints = parents.shape[0]
+        """Per sample: the rotations, then the GEMM coefficients, rest joints, kinematics and
+        skinning transforms (rot, rest, world_* are float64 scratch). axis_angle (B, J, 3)
+        fills rot_mats (B, J, 3, 3) through Rodrigues; an empty axis_angle (0, J, 3) means
+        rot_mats already holds the rotations."""
+        num_joints, num_betas = parents.shape[0], betas.shape[1]
         from_axis_angle = axis_angle.shape[0] > 0
         rot = np.empty((num_joints, 3, 3))
         rest, world_t = np.empty((num_joints, 3)), np.empty((num_joints, 3))
@@ -178,20 +119,49 @@ def _kernels():
                             rot_mats[b, j, r, c] = rot[j, r, c]
                         else:
                             rot[j, r, c] = rot_mats[b, j, r, c]
-            sample(
-                b,
-                betas,
-                rot,
-                joint_template,
-                joint_shapedirs,
-                parents,
-                coeffs,
-                posed_joints,
-                transforms,
-                rest,
-                world_rot,
-                world_t,
-            )
+            coeffs[b, 0] = 1.0
+            for k in range(num_betas):
+                coeffs[b, 1 + k] = betas[b, k]
+            for j in range(1, num_joints):
+                base = 1 + num_betas + 9 * (j - 1)
+                for r in range(3):
+                    for c in range(3):
+                        # R - I from the float64 rotation: no cancellation against a rounded R.
+                        coeffs[b, base + 3 * r + c] = rot[j, r, c] - (1.0 if r == c else 0.0)
+            for j in range(num_joints):
+                for c in range(3):
+                    acc = np.float64(joint_template[j, c])
+                    for k in range(num_betas):
+                        acc += np.float64(joint_shapedirs[j, c, k]) * np.float64(betas[b, k])
+                    rest[j, c] = acc
+            for j in range(num_joints):
+                p = parents[j]
+                for r in range(3):
+                    if j == 0:  # the root, whatever parents[0] says (as `forward_kinematics`)
+                        world_t[j, r] = rest[j, r]
+                        for c in range(3):
+                            world_rot[j, r, c] = rot[j, r, c]
+                    else:
+                        # G_j = G_p · [R_j | J_j - J_p]
+                        t = world_t[p, r]
+                        for m in range(3):
+                            t += world_rot[p, r, m] * (rest[j, m] - rest[p, m])
+                        world_t[j, r] = t
+                        for c in range(3):
+                            world_rot[j, r, c] = (
+                                world_rot[p, r, 0] * rot[j, 0, c]
+                                + world_rot[p, r, 1] * rot[j, 1, c]
+                                + world_rot[p, r, 2] * rot[j, 2, c]
+                            )
+            for j in range(num_joints):
+                for r in range(3):
+                    posed_joints[b, j, r] = world_t[j, r]
+                    # A_j = [G_j^R | G_j^t - G_j^R J_j]
+                    corr = world_t[j, r]
+                    for c in range(3):
+                        transforms[j, r, c, b] = world_rot[j, r, c]
+                        corr -= world_rot[j, r, c] * rest[j, c]
+                    transforms[j, r, 3, b] = corr
 
     return skeleton
 
