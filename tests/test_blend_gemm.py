@@ -83,9 +83,9 @@ def test_in_place_edit_of_the_constants_rebuilds_the_weight(model_file):
     shift = torch.randn(fresh.v_template.shape)
     with torch.no_grad():
         edited.v_template.add_(shift)
-        edited.blend_dirs[3].mul_(2.0)
+        edited.posedirs[3].mul_(2.0)
         fresh.v_template.add_(shift)
-        fresh.blend_dirs[3].mul_(2.0)
+        fresh.posedirs[3].mul_(2.0)
     a, b = edited(body_pose=pose), fresh(body_pose=pose)
     assert torch.equal(a.vertices, b.vertices)
     unedited = SMPL(str(model_file))(body_pose=pose)

@@ -25,7 +25,7 @@ from torch import nn
 
 from hmr_fast.body import constants
 from hmr_fast.body.model_file import dense, load_model_file, resolve_model_path
-from hmr_fast.ops import reference
+from hmr_fast.ops import dispatch, naive, reference
 
 BACKENDS = ("auto", "torch", "triton")
 PRECISIONS = (None, "tf32x3", "ieee", "tf32")
@@ -131,16 +131,56 @@ def _vertex_joint_ids(vertex_ids, use_hands: bool, use_feet_keypoints: bool) -> 
     return [int(i) for i in vertex_ids]
 
 
+class VertexJointSelector(nn.Module):
+    """smplx's `VertexJointSelector`: appends mesh vertices (face, feet, fingertips) to the
+    kinematic joints. Same buffer name and persistence, so state_dicts match smplx's."""
+
+    def __init__(self, vertex_ids: Sequence[int]):
+        super().__init__()
+        self.register_buffer("extra_joints_idxs", torch.tensor(list(vertex_ids),
+                                                               dtype=torch.long))
+
+    def forward(self, vertices: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
+        """(B, V, 3), (B, J, 3) -> (B, J + E, 3)."""
+        return torch.cat([joints, torch.index_select(vertices, 1, self.extra_joints_idxs)], 1)
+
+
+# The model constants, smplx's buffers: every cached tensor derives from exactly these.
+MODEL_CONSTANTS = ("v_template", "shapedirs", "posedirs", "J_regressor", "lbs_weights",
+                   "parents")
+
+
+def _same_state(old, new) -> bool:
+    """Whether two `_constant_state` snapshots describe the same tensors with the same data."""
+    return len(old) == len(new) and all(
+        (a is None and b is None) or (a is not None and b is not None and a[0] is b[0]
+                                      and a[1:] == b[1:])
+        for a, b in zip(old, new))
+
+
 class SMPLLayer(nn.Module):
     """Parameter-free SMPL: every input is given to `forward` (rotation matrices by default,
     as smplx's SMPLLayer).
 
+    The model constants are smplx's buffers with smplx's names, layouts and persistence
+    (`v_template`, `shapedirs`, `posedirs`, `J_regressor`, `lbs_weights`, `parents`,
+    `faces_tensor`, `vertex_joint_selector.extra_joints_idxs`), so state_dicts load both ways.
+    Everything the fast paths read (joint-shape regressor, compact skinning weights, the
+    blend-GEMM operand, keypoint-mode subsets, Triton plans) is derived from them and rebuilt
+    when any of them changes, in place or by assignment. A call takes the plain torch math
+    (`hmr_fast.ops.naive`) whenever a fast path could differ (`hmr_fast.ops.dispatch`):
+    tracing, compiling, functorch transforms, forward-mode AD, or a constant requiring grad.
+
     Args:
         model_path: .pkl/.npz file or a folder of SMPL_{GENDER} files; None uses
             $HMR_FAST_SMPL_DIR or, when unset, the embedded procedural body.
+        kid_template_path: with age="kid", the SMIL template .npy (V, 3); as in smplx, its
+            centred difference to the file's template becomes one extra shape direction.
+        data_struct: an object whose attributes are the model file's keys (smplx's Struct).
         gender: "neutral", "male" or "female".
+        age: "adult" or "kid".
         num_betas: shape coefficients to use, up to what the file holds (10 in v1.0, 300 in
-            v1.1); more is clamped with a warning, as smplx does.
+            v1.1); more is clamped with a warning, as smplx does. The kid model adds one.
         dtype: torch.float32 or torch.float64.
         vertex_ids: smplx-style dict of landmark vertex ids, or a list of vertex ids to append
             to the 24 joints; defaults to smplx's 21.
@@ -155,18 +195,20 @@ class SMPLLayer(nn.Module):
         check_inputs: validate shapes, dtypes, devices and finiteness of every input. Turning
             it off saves the checks (and a device sync for the finiteness check on CUDA).
         ext: preferred extension when model_path is a folder.
+        v_template: a template replacing the file's (V, 3).
     """
 
     NUM_JOINTS = constants.NUM_BODY_JOINTS
     NUM_BODY_JOINTS = constants.NUM_BODY_JOINTS
     SHAPE_SPACE_DIM = 300
 
-    def __init__(self, model_path=None, gender: str = "neutral", num_betas: int = 10,
+    def __init__(self, model_path=None, kid_template_path: str = "", data_struct=None,
+                 gender: str = "neutral", age: str = "adult", num_betas: int = 10,
                  dtype: torch.dtype = torch.float32, vertex_ids=None, joint_mapper=None,
                  backend: str = "auto", keypoint_regressor=None, check_inputs: bool = True,
-                 precision: str | None = None,
-                 ext: str = "pkl", use_hands: bool = True, use_feet_keypoints: bool = True,
-                 v_template=None, data_struct=None, **kwargs):
+                 precision: str | None = None, ext: str = "pkl", use_hands: bool = True,
+                 use_feet_keypoints: bool = True, v_template=None, batch_size: int = 1,
+                 **kwargs):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -174,6 +216,8 @@ class SMPLLayer(nn.Module):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if dtype not in _FLOAT_DTYPES:
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if age not in ("adult", "kid"):
+            raise ValueError(f"age must be 'adult' or 'kid', got {age!r}")
         if data_struct is not None:
             data = {key: getattr(data_struct, key) for key in vars(data_struct)}
             self.model_path = None
@@ -187,32 +231,34 @@ class SMPLLayer(nn.Module):
                 data = load_model_file(path)
             self.model_path = None if path is None else str(path)
         self.gender = gender
+        self.age = age
+        self.batch_size = batch_size
         self.backend = backend
         self.precision = precision
         self.check_inputs = check_inputs
         self.joint_mapper = joint_mapper
         self.dtype = dtype
-        self._set_model(data, num_betas, dtype, v_template)
+        self._set_model(data, num_betas, dtype, v_template, kid_template_path)
         ids = _vertex_joint_ids(vertex_ids, use_hands, use_feet_keypoints)
         bad = [i for i in ids if not 0 <= i < self.num_vertices]
         if bad:
             raise ValueError(f"vertex_ids: ids {bad} outside [0, {self.num_vertices})")
-        self.register_buffer("vertex_joint_ids", torch.tensor(ids, dtype=torch.long),
-                             persistent=False)
+        self.vertex_joint_selector = VertexJointSelector(ids)
         self.register_buffer("keypoint_regressor", None, persistent=False)
-        self._subset_cache: dict = {}
         if keypoint_regressor is not None:
             self.set_keypoint_regressor(keypoint_regressor)
 
     # ----------------------------------------------------------------------------- model data
-    def _set_model(self, data: dict, num_betas: int, dtype: torch.dtype, v_template) -> None:
-        v_tmpl = dense(data["v_template"] if v_template is None else v_template)
+    def _set_model(self, data: dict, num_betas: int, dtype: torch.dtype, v_template,
+                   kid_template_path) -> None:
+        file_template = dense(data["v_template"])
+        v_tmpl = file_template if v_template is None else dense(
+            v_template.detach().cpu().numpy() if torch.is_tensor(v_template) else v_template)
         shapedirs = dense(data["shapedirs"])
         posedirs = dense(data["posedirs"])
         weights = dense(data["weights"])
         j_regressor = dense(data["J_regressor"])
-        faces = np.asarray(data["f"]).astype(np.int64)
-        num_verts = v_tmpl.shape[0]
+        num_verts = file_template.shape[0]
         checks = {
             "v_template": (v_tmpl, (num_verts, 3)),
             "shapedirs": (shapedirs, (num_verts, 3, shapedirs.shape[-1])),
@@ -237,33 +283,28 @@ class SMPLLayer(nn.Module):
             num_betas = available
         if num_betas < 1:
             raise ValueError(f"num_betas must be >= 1, got {num_betas}")
-        self.num_betas = self._num_betas = num_betas
         shapedirs = shapedirs[:, :, :num_betas]
-        self.parents_tuple = _parents_from_kintree(data["kintree_table"])
-        skin_idx, skin_w = compact_skinning_weights(weights)
-        blend_dirs = np.concatenate(
-            [shapedirs.reshape(-1, num_betas).T, posedirs.reshape(-1, posedirs.shape[-1]).T])
+        if self.age == "kid":
+            shapedirs = np.concatenate(
+                [shapedirs, _kid_shape_direction(kid_template_path, file_template)], axis=2)
+            num_betas += 1
+        self._num_betas = num_betas
+        parents = _parents_from_kintree(data["kintree_table"])
+        reference.tree_levels(parents)  # a bad tree fails here, naming kintree_table
 
-        # Model constants stay out of state_dict: the model file is their source of truth,
-        # and HMR checkpoints would otherwise carry ~20 MB of them.
         def buf(name, array, dt=dtype):
-            self.register_buffer(name, torch.tensor(np.ascontiguousarray(array), dtype=dt),
-                                 persistent=False)
+            self.register_buffer(name, torch.tensor(np.ascontiguousarray(array), dtype=dt))
 
+        # smplx's buffers, names, layouts and registration order.
+        buf("shapedirs", shapedirs)
+        self.faces = data["f"] if isinstance(data["f"], np.ndarray) else np.asarray(data["f"])
+        buf("faces_tensor", self.faces.astype(np.int64), dt=torch.long)
         buf("v_template", v_tmpl)
-        buf("blend_dirs", blend_dirs)
-        # Precomputed in float64: the joint-shape regressor replaces regressing the mesh.
-        buf("joint_template", j_regressor @ v_tmpl)
-        buf("joint_shapedirs", np.einsum("jv,vcl->jcl", j_regressor, shapedirs))
         buf("J_regressor", j_regressor)
+        buf("posedirs", posedirs.reshape(-1, posedirs.shape[-1]).T)
+        buf("parents", np.asarray(parents), dt=torch.long)
         buf("lbs_weights", weights)
-        buf("skin_idx", skin_idx, dt=torch.long)
-        buf("skin_w", skin_w)
-        buf("parents", np.asarray(self.parents_tuple), dt=torch.long)
-        buf("faces_tensor", faces, dt=torch.long)
-        self.faces = faces
-        self.num_vertices = num_verts
-        self.num_joints_kinematic = num_joints
+        self._parents_snapshot = parents
         self.extra_regressors = {
             key: torch.as_tensor(dense(value), dtype=dtype)
             for key, value in data.items()
@@ -274,33 +315,129 @@ class SMPLLayer(nn.Module):
         }
 
     @property
-    def shapedirs(self) -> torch.Tensor:
-        """(V, 3, L), smplx's layout (a view of `blend_dirs`)."""
-        return self.blend_dirs[: self.num_betas].t().reshape(self.num_vertices, 3, -1)
+    def num_betas(self) -> int:
+        return self._num_betas
 
     @property
-    def posedirs(self) -> torch.Tensor:
-        """(207, V * 3), smplx's layout (a view of `blend_dirs`)."""
-        return self.blend_dirs[self.num_betas:]
+    def num_expression_coeffs(self) -> int:
+        return 0
+
+    @property
+    def num_vertices(self) -> int:
+        return self.v_template.shape[0]
+
+    @property
+    def num_joints_kinematic(self) -> int:
+        return self.J_regressor.shape[0]
+
+    @property
+    def vertex_joint_ids(self) -> torch.Tensor:
+        """(E,) the mesh vertices appended to the joints."""
+        return self.vertex_joint_selector.extra_joints_idxs
+
+    def name(self) -> str:
+        return "SMPL"
+
+    def create_mean_pose(self, data_struct=None):
+        return None
+
+    def get_num_verts(self) -> int:
+        return self.v_template.shape[0]
+
+    def get_num_faces(self) -> int:
+        return self.faces.shape[0]
+
+    @torch.no_grad()
+    def reset_params(self, **params_dict) -> None:
+        """Set the named parameters from `params_dict`, zero the others (smplx's)."""
+        for param_name, param in self.named_parameters():
+            if param_name in params_dict:
+                param[:] = torch.as_tensor(params_dict[param_name], dtype=param.dtype,
+                                           device=param.device)
+            else:
+                param.fill_(0)
+
+    def forward_shape(self, betas: torch.Tensor | None = None) -> SMPLOutput:
+        """The shaped template v_template + shapedirs · β, as smplx's `forward_shape`."""
+        if betas is None:
+            betas = self._parameters.get("betas")
+        if betas is None:
+            betas = self.v_template.new_zeros(1, self.num_betas)
+        v_shaped = naive.shape_blend(betas, self.v_template, self.shapedirs)
+        return SMPLOutput(vertices=v_shaped, betas=betas, v_shaped=v_shaped)
+
+    # ------------------------------------------------------------------- derived constants
+    def _constants(self) -> list:
+        """Every tensor a fast path reads or derives from (None where unset)."""
+        return ([getattr(self, name) for name in MODEL_CONSTANTS]
+                + [self.vertex_joint_selector.extra_joints_idxs, self.keypoint_regressor])
+
+    def _derived(self) -> dict:
+        """The cache of tensors derived from the constants, emptied when any constant is
+        replaced (identity, storage) or edited in place (version counter)."""
+        state = tuple(None if t is None else (t, t._version, t.data_ptr(), t.shape, t.dtype,
+                                              t.device)
+                      for t in self._constants())
+        cache = self.__dict__.get("_derived_cache")
+        if cache is None or not _same_state(cache[0], state):
+            cache = (state, {})
+            self.__dict__["_derived_cache"] = cache
+        return cache[1]
+
+    def __getstate__(self):
+        # Derived tensors are rebuilt on demand: keep them out of pickles and deep copies.
+        state = self.__dict__.copy()
+        state.pop("_derived_cache", None)
+        return state
+
+    def _parents(self) -> tuple[int, ...]:
+        """The kinematic tree as a tuple, from the `parents` buffer."""
+        if torch.compiler.is_compiling():
+            return self._parents_snapshot  # refreshed by every eager call
+        derived = self._derived()
+        if "parents" not in derived:
+            parents = tuple(int(p) for p in self.parents.tolist())
+            if parents and parents[0] != -1:
+                parents = (-1,) + parents[1:]  # smplx stores the root's parent as -1
+            reference.tree_levels(parents)
+            derived["parents"] = self._parents_snapshot = parents
+        return derived["parents"]
 
     def model_tensors(self) -> reference.ModelTensors:
-        """The constants in the layout every backend reads (plus, for fp32 on CPU, the
-        template-augmented blend weight of the oneDNN GEMM, built once and cached)."""
-        dense = None
-        if (self.blend_dirs.device.type == "cpu" and self.blend_dirs.dtype == torch.float32
-                and not torch.compiler.is_compiling()):
-            # Versions in the key: an in-place edit of the buffers rebuilds the weight.
-            key = ("dense_blend", self.blend_dirs.data_ptr(), self.blend_dirs._version,
-                   self.v_template.data_ptr(), self.v_template._version)
-            dense = self._subset_cache.get(key)
-            if dense is None:
-                dense = reference.dense_blend_weight(self.v_template, self.blend_dirs)
-                for stale in [k for k in self._subset_cache if k[0] == "dense_blend"]:
-                    del self._subset_cache[stale]
-                self._subset_cache[key] = dense
-        return reference.ModelTensors(
-            self.v_template, self.blend_dirs, self.joint_template, self.joint_shapedirs,
-            self.parents_tuple, self.skin_idx, self.skin_w, self.vertex_joint_ids, dense)
+        """The constants in the layout the fast paths read (see `reference.ModelTensors`),
+        derived from the public buffers and cached until one of them changes."""
+        derived = self._derived()
+        model = derived.get("model")
+        if model is None:
+            with torch.no_grad():
+                model = _derive_model_tensors(self, self._parents())
+            derived["model"] = model
+        return model
+
+    @property
+    def blend_dirs(self) -> torch.Tensor:
+        """(L + P, V * 3) [shapedirs rows; posedirs], derived (read-only)."""
+        return self.model_tensors().blend_dirs
+
+    @property
+    def joint_template(self) -> torch.Tensor:
+        """(J, 3) J_regressor · v_template, derived (read-only)."""
+        return self.model_tensors().joint_template
+
+    @property
+    def joint_shapedirs(self) -> torch.Tensor:
+        """(J, 3, L) J_regressor · shapedirs, derived (read-only)."""
+        return self.model_tensors().joint_shapedirs
+
+    @property
+    def skin_idx(self) -> torch.Tensor:
+        """(V, K) joint ids of each vertex's nonzero skinning weights, derived (read-only)."""
+        return self.model_tensors().skin_idx
+
+    @property
+    def skin_w(self) -> torch.Tensor:
+        """(V, K) those weights, derived (read-only)."""
+        return self.model_tensors().skin_w
 
     def hmr_keypoint_regressor(self, path=None) -> torch.Tensor:
         """HMR's 19 keypoints (14 LSP joints, nose, left/right eye, left/right ear) as a
@@ -336,28 +473,26 @@ class SMPLLayer(nn.Module):
                     torch.as_tensor(_as_dense_regressor(regressor, self.num_vertices,
                                                         "keypoint_regressor"), dtype=self.dtype))
             self.keypoint_regressor = rows.to(self.v_template.device)
-        self._subset_cache.clear()
 
     def _keypoint_mode(self):
         """Model and keypoint regressor restricted to the vertices joints/keypoints read."""
-        key = (self.v_template.device, self.v_template.dtype,
-               None if self.keypoint_regressor is None else self.keypoint_regressor.data_ptr())
-        cached = self._subset_cache.get(key)
+        derived = self._derived()
+        cached = derived.get("keypoint_mode")
         if cached is None:
-            needed = [self.vertex_joint_ids]
-            if self.keypoint_regressor is not None:
-                needed.append(self.keypoint_regressor.abs().sum(0).nonzero()[:, 0])
-            ids = torch.unique(torch.cat(needed))
-            sub_regressor = None
-            if self.keypoint_regressor is not None:
-                sub_regressor = self.keypoint_regressor[:, ids].contiguous()
-            cached = (ids, sub_regressor)
-            self._subset_cache[key] = cached
-        ids, sub_regressor = cached
-        return reference.vertex_subset(self.model_tensors(), ids), sub_regressor
+            with torch.no_grad():
+                needed = [self.vertex_joint_ids]
+                if self.keypoint_regressor is not None:
+                    needed.append(self.keypoint_regressor.abs().sum(0).nonzero()[:, 0])
+                ids = torch.unique(torch.cat(needed))
+                sub_regressor = None
+                if self.keypoint_regressor is not None:
+                    sub_regressor = self.keypoint_regressor[:, ids].contiguous()
+                cached = (reference.vertex_subset(self.model_tensors(), ids), sub_regressor)
+            derived["keypoint_mode"] = cached
+        return cached
 
     def _apply(self, fn, *args, **kwargs):
-        self._subset_cache = {}
+        self.__dict__.pop("_derived_cache", None)
         result = super()._apply(fn, *args, **kwargs)
         self.dtype = self.v_template.dtype
         return result
@@ -383,15 +518,18 @@ class SMPLLayer(nn.Module):
 
         One reduction over all inputs first (one sync on CUDA, not one per input): NaN and inf
         propagate through a sum. So can a finite overflow; the per-input pass then clears it.
+        Skipped where reading a value back is impossible or would be recorded: tracing,
+        compiling, functorch transforms and wrapped tensors (smplx's behaviour there).
         """
-        # A data-dependent branch would break a torch.compile graph; compiled callers opt out.
-        if not self.check_inputs or not inputs or torch.compiler.is_compiling():
+        if not self.check_inputs or not inputs or dispatch.recording():
+            return
+        if not all(dispatch.is_plain_tensor(v) for v in inputs.values()):
             return
         values = [value.detach().reshape(-1) for value in inputs.values()]
         if math.isfinite(float(torch.cat(values).sum())):
             return
         for name, value in inputs.items():
-            if not torch.isfinite(value).all():
+            if not torch.isfinite(value.detach()).all():
                 raise ValueError(f"{name}: contains NaN or inf (pass check_inputs=False to "
                                  "skip this check)")
 
@@ -492,14 +630,21 @@ class SMPLLayer(nn.Module):
 
     def _backend_forward(self, betas, full_pose, transl, pose2rot, return_verts, camera):
         """(vertices, joints, keypoints, projected joints, projected keypoints)."""
-        if self._resolve_backend(betas) == "triton":
-            return self._triton_forward(betas, full_pose, transl, pose2rot, return_verts, camera)
-        if return_verts:
-            model, regressor = self.model_tensors(), self.keypoint_regressor
+        if dispatch.plain_reason([betas, full_pose, transl, camera],
+                                 self._constants()) is not None:
+            vertices, joints, keypoints = self._plain_forward(betas, full_pose, transl,
+                                                              pose2rot)
+        elif self._resolve_backend(betas) == "triton":
+            return self._triton_forward(betas, full_pose, transl, pose2rot, return_verts,
+                                        camera)
         else:
-            model, regressor = self._keypoint_mode()
-        vertices, joints, keypoints = reference.smpl_forward(
-            model, betas, full_pose, transl, regressor, fused_cpu=True, pose2rot=pose2rot)
+            if return_verts:
+                model, regressor = self.model_tensors(), self.keypoint_regressor
+            else:
+                model, regressor = self._keypoint_mode()
+            vertices, joints, keypoints = reference.smpl_forward(
+                model, betas, full_pose, transl, regressor, fused_cpu=True,
+                pose2rot=pose2rot)
         proj_joints = proj_keypoints = None
         if camera is not None:
             proj_joints = reference.weak_perspective(joints, camera)
@@ -507,17 +652,34 @@ class SMPLLayer(nn.Module):
                 proj_keypoints = reference.weak_perspective(keypoints, camera)
         return vertices, joints, keypoints, proj_joints, proj_keypoints
 
+    def _plain_forward(self, betas, full_pose, transl, pose2rot):
+        """smplx's math on the public buffers (`hmr_fast.ops.naive`): every autograd mode,
+        transform and tracer sees plain torch ops, and gradients reach every constant."""
+        vertices, joints = naive.lbs(betas, full_pose, self.v_template, self.shapedirs,
+                                     self.posedirs, self.J_regressor, self._parents(),
+                                     self.lbs_weights, pose2rot=pose2rot)
+        if transl is not None:
+            vertices = vertices + transl[:, None]
+            joints = joints + transl[:, None]
+        joints = self.vertex_joint_selector(vertices, joints)
+        keypoints = None
+        if self.keypoint_regressor is not None:
+            keypoints = torch.einsum("qv,bvc->bqc", self.keypoint_regressor, vertices)
+        return vertices, joints, keypoints
+
     def _triton_forward(self, betas, full_pose, transl, pose2rot, return_verts, camera):
         from hmr_fast.ops import smpl_triton
 
-        # Plans (kernel tables, the keypoint-mode vertex subset) are built once per mode and
-        # kept here, so a torch.compile'd caller traces no host-side table building.
-        key = ("triton_plan", bool(return_verts), self.v_template.device, self.dtype)
-        plan = self._subset_cache.get(key)
+        # Plans (kernel tables, the keypoint-mode vertex subset) live with the other derived
+        # tensors, so an edit of any constant rebuilds them.
+        derived = self._derived()
+        key = ("triton_plan", bool(return_verts))
+        plan = derived.get(key)
         if plan is None:
-            plan = smpl_triton.get_plan(self.model_tensors(), self.keypoint_regressor,
-                                        vertices=bool(return_verts))
-            self._subset_cache[key] = plan
+            with torch.no_grad():
+                plan = smpl_triton.make_plan(self.model_tensors(), self.keypoint_regressor,
+                                             vertices=bool(return_verts))
+            derived[key] = plan
         return smpl_triton.smpl_forward_triton(
             self.model_tensors(), betas, full_pose, transl, pose2rot=pose2rot,
             return_verts=return_verts, keypoint_regressor=self.keypoint_regressor,
@@ -525,21 +687,69 @@ class SMPLLayer(nn.Module):
 
     def extra_repr(self) -> str:
         source = self.model_path or "embedded procedural body"
-        return (f"model={source}, gender={self.gender}, num_betas={self.num_betas}, "
-                f"backend={self.backend}, skin_k={self.skin_idx.shape[1]}")
+        return (f"model={source}, gender={self.gender}, age={self.age}, "
+                f"num_betas={self.num_betas}, backend={self.backend}")
+
+
+def _derive_model_tensors(layer: SMPLLayer, parents: tuple) -> reference.ModelTensors:
+    """The fast paths' ModelTensors from the layer's public buffers (no autograd)."""
+    v_template, shapedirs = layer.v_template.detach(), layer.shapedirs.detach()
+    posedirs, j_regressor = layer.posedirs.detach(), layer.J_regressor.detach()
+    dtype = v_template.dtype
+    num_verts, _, num_betas = shapedirs.shape
+    blend_dirs = torch.cat([shapedirs.reshape(num_verts * 3, num_betas).t(), posedirs])
+    blend_dirs = blend_dirs.to(dtype).contiguous()
+    # The joint-shape regressor replaces regressing the shaped mesh; formed in float64.
+    j64 = j_regressor.double()
+    joint_template = (j64 @ v_template.double()).to(dtype)
+    joint_shapedirs = torch.einsum("jv,vcl->jcl", j64, shapedirs.double()).to(dtype)
+    skin_idx, skin_w = compact_skinning_weights(layer.lbs_weights.detach().cpu().double()
+                                                .numpy())
+    dense_blend = None
+    if v_template.device.type == "cpu" and dtype == torch.float32:
+        dense_blend = reference.dense_blend_weight(v_template, blend_dirs)
+    device = v_template.device
+    return reference.ModelTensors(
+        v_template.contiguous(), blend_dirs, joint_template.contiguous(),
+        joint_shapedirs.contiguous(), parents,
+        torch.as_tensor(skin_idx, device=device),
+        torch.as_tensor(skin_w, dtype=dtype, device=device),
+        layer.vertex_joint_ids, dense_blend)
+
+
+def _kid_shape_direction(path, file_template: np.ndarray) -> np.ndarray:
+    """smplx's kid shape direction: the SMIL template, centred, minus the file's template.
+
+    Returns (V, 3, 1).
+    """
+    if not path or not os.path.isfile(os.fspath(path)):
+        raise FileNotFoundError(f"kid_template_path: age='kid' needs the SMIL template .npy "
+                                f"(V, 3); got {path!r}, which is not a file")
+    try:
+        smil = np.asarray(np.load(os.fspath(path)), dtype=np.float64)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"kid_template_path: could not read {path!r} as .npy ({err})") from None
+    if smil.shape != file_template.shape:
+        raise ValueError(f"kid_template_path: expected an array of shape {file_template.shape}"
+                         f" in {path!r}, got {smil.shape}")
+    smil = smil - smil.mean(axis=0)
+    return (smil - file_template)[:, :, None]
 
 
 class SMPL(SMPLLayer):
     """Drop-in `smplx.SMPL`: optional learnable betas/global_orient/body_pose/transl, and
     axis-angle poses by default (pose2rot=True)."""
 
-    def __init__(self, model_path=None, create_betas: bool = True, betas=None,
+    def __init__(self, model_path=None, kid_template_path: str = "", data_struct=None,
+                 create_betas: bool = True, betas=None, num_betas: int = 10,
                  create_global_orient: bool = True, global_orient=None,
                  create_body_pose: bool = True, body_pose=None, create_transl: bool = True,
-                 transl=None, batch_size: int = 1, num_betas: int = 10,
-                 dtype: torch.dtype = torch.float32, **kwargs):
-        super().__init__(model_path=model_path, num_betas=num_betas, dtype=dtype, **kwargs)
-        self.batch_size = batch_size
+                 transl=None, dtype: torch.dtype = torch.float32, batch_size: int = 1,
+                 **kwargs):
+        # smplx's positional order, so positional client calls bind the same way.
+        super().__init__(model_path=model_path, kid_template_path=kid_template_path,
+                         data_struct=data_struct, num_betas=num_betas, dtype=dtype,
+                         batch_size=batch_size, **kwargs)
         defaults = {
             "betas": (create_betas, betas, (batch_size, self.num_betas)),
             "global_orient": (create_global_orient, global_orient, (batch_size, 3)),
@@ -556,12 +766,12 @@ class SMPL(SMPLLayer):
     def forward(self, betas=None, body_pose=None, global_orient=None, transl=None,
                 return_verts: bool = True, return_full_pose: bool = False,
                 pose2rot: bool = True, camera=None, **kwargs) -> SMPLOutput:
-        params = self._parameters
-        betas = betas if betas is not None else params.get("betas")
-        body_pose = body_pose if body_pose is not None else params.get("body_pose")
-        global_orient = global_orient if global_orient is not None else params.get(
-            "global_orient")
-        transl = transl if transl is not None else params.get("transl")
+        # smplx reads the attributes, so a subclass's replacements are honoured too.
+        betas = betas if betas is not None else getattr(self, "betas", None)
+        body_pose = body_pose if body_pose is not None else getattr(self, "body_pose", None)
+        global_orient = (global_orient if global_orient is not None
+                         else getattr(self, "global_orient", None))
+        transl = transl if transl is not None else getattr(self, "transl", None)
         return self._run(betas, body_pose, global_orient, transl, return_verts,
                          return_full_pose, pose2rot, camera)
 

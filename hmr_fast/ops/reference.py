@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from hmr_fast.ops import skin_cpu
+from hmr_fast.ops.dispatch import backward_must_be_plain, plain_reason
 
 # smplx adds 1e-8 to every axis-angle component before taking the norm. Matching it keeps
 # vertices identical to smplx near zero rotation.
@@ -136,7 +137,8 @@ def blend_shapes(betas: torch.Tensor, pose_feat: torch.Tensor, v_template: torch
         v_posed: (B, V, 3), stored vertex-major ((V, 3, B) in memory) for `skin`.
     """
     coeffs = torch.cat([betas, pose_feat], dim=1)
-    if dense_blend is not None and onednn_gemm_usable(coeffs):
+    if (dense_blend is not None and onednn_gemm_usable(coeffs)
+            and plain_reason([coeffs], [v_template, blend_dirs, dense_blend]) is None):
         offsets = _OneDNNBlend.apply(coeffs, dense_blend, blend_dirs)
     else:
         # Transposed GEMM: the (V*3, B) result is the layout skinning wants.
@@ -211,7 +213,10 @@ class _OneDNNBlend(torch.autograd.Function):
     def backward(ctx, grad_offsets):
         (blend_dirs,) = ctx.saved_tensors
         grad_coeffs = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and backward_must_be_plain(grad_offsets):
+            # Recorded (double backward) or batched: the same product in plain torch.
+            grad_coeffs = (blend_dirs @ grad_offsets).t()
+        elif ctx.needs_input_grad[0]:
             # (L+P, B) = blend_dirs (L+P, V*3) · g (V*3, B): y = x · Wᵀ with W = gᵀ.
             grad = grad_offsets.contiguous()
             grad_coeffs = _onednn_linear()(blend_dirs, grad.t()).t()
@@ -296,6 +301,11 @@ def skin(v_posed: torch.Tensor, rel_transforms: torch.Tensor, skin_idx: torch.Te
     Returns:
         (B, V, 3), contiguous.
     """
+    if plain_reason([v_posed, rel_transforms, transl], [skin_w]) is not None:
+        # Traced, transformed, forward-mode or learnable weights: plain dense skinning.
+        weights = dense_skinning_weights(skin_idx, skin_w, rel_transforms.shape[1])
+        vertices = skin_dense(v_posed, rel_transforms, weights)
+        return vertices if transl is None else vertices + transl[:, None]
     if fused_cpu and skin_cpu.usable(v_posed):
         return _SkinCPU.apply(v_posed, rel_transforms, skin_idx, skin_w, transl)
     return _Skin.apply(v_posed, rel_transforms, skin_idx, skin_w, transl)
@@ -329,7 +339,7 @@ class _Skin(torch.autograd.Function):
         out = _blended_column(skin_idx, skin_w, table, 3)
         for m in range(3):
             out.addcmul_(_blended_column(skin_idx, skin_w, table, m), v[:, m:m + 1])
-        ctx.save_for_backward(v, table, skin_idx, skin_w)
+        ctx.save_for_backward(v, table, skin_idx, skin_w, v_posed, rel_transforms)
         # Back to smplx's (B, V, 3) layout with the translation added in the same pass.
         result = out.new_empty(batch, out.shape[0], 3)
         if transl is None:
@@ -338,7 +348,10 @@ class _Skin(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        v, table, skin_idx, skin_w = ctx.saved_tensors
+        v, table, skin_idx, skin_w, v_posed, rel_transforms = ctx.saved_tensors
+        if backward_must_be_plain(grad_out):
+            return skin_backward_plain(ctx.needs_input_grad, grad_out, v_posed,
+                                       rel_transforms, skin_idx, skin_w)
         num_verts, _, batch = v.shape
         num_joints = table.shape[1]
         g = grad_out.permute(1, 2, 0).contiguous()  # (V, 3, B)
@@ -361,6 +374,62 @@ class _Skin(torch.autograd.Function):
         return grad_v, grad_rel, None, None, grad_transl
 
 
+def skin_dense(v_posed: torch.Tensor, rel_transforms: torch.Tensor,
+               lbs_weights: torch.Tensor) -> torch.Tensor:
+    """Linear blend skinning with the dense weights: v_i = Σ_j w_ij A_j [v_i; 1].
+
+    Args:
+        v_posed: (B, V, 3).
+        rel_transforms: (B, J, 3, 4).
+        lbs_weights: (V, J).
+    Returns:
+        (B, V, 3).
+    """
+    batch, num_joints = rel_transforms.shape[:2]
+    blended = torch.einsum("vj,bjk->bvk", lbs_weights,
+                           rel_transforms.reshape(batch, num_joints, 12))
+    blended = blended.reshape(batch, -1, 3, 4)
+    return (blended[..., :3] @ v_posed[..., None])[..., 0] + blended[..., 3]
+
+
+def dense_skinning_weights(skin_idx: torch.Tensor, skin_w: torch.Tensor,
+                           num_joints: int) -> torch.Tensor:
+    """The (V, J) dense weights behind the compact (V, K) ones (differentiable in skin_w)."""
+    dense = skin_w.new_zeros(skin_w.shape[0], num_joints)
+    return dense.scatter_add(1, skin_idx, skin_w)
+
+
+def skin_backward_plain(needs_input_grad, grad_out, v_posed, rel_transforms, skin_idx,
+                        skin_w):
+    """`skin`'s gradients in plain differentiable torch ops (for double backward and for
+    batched backward passes): the backward the fast skinning functions fall back to.
+
+    Args:
+        needs_input_grad: the Function's flags for (v_posed, rel_transforms, skin_idx,
+            skin_w, transl).
+        grad_out: (B, V, 3).
+        v_posed: (B, V, 3); rel_transforms: (B, J, 3, 4); skin_idx, skin_w: (V, K).
+    Returns:
+        The five gradients, None where not needed.
+    """
+    batch, num_joints = rel_transforms.shape[:2]
+    weights = dense_skinning_weights(skin_idx, skin_w, num_joints)
+    grad_v = grad_rel = grad_transl = None
+    if needs_input_grad[0]:
+        blended = torch.einsum("vj,bjk->bvk", weights,
+                               rel_transforms.reshape(batch, num_joints, 12))
+        rot = blended.reshape(batch, -1, 3, 4)[..., :3]
+        grad_v = (rot.transpose(-1, -2) @ grad_out[..., None])[..., 0]
+    if needs_input_grad[1]:
+        homogeneous = torch.cat([v_posed, torch.ones_like(v_posed[..., :1])], dim=-1)
+        outer = grad_out[..., :, None] * homogeneous[..., None, :]  # (B, V, 3, 4)
+        grad_rel = torch.einsum("vj,bvk->bjk", weights, outer.reshape(batch, -1, 12))
+        grad_rel = grad_rel.reshape(batch, num_joints, 3, 4)
+    if needs_input_grad[4]:
+        grad_transl = grad_out.sum(1)
+    return grad_v, grad_rel, None, None, grad_transl
+
+
 class _SkinCPU(torch.autograd.Function):
     """`skin` through the fused CPU loops of `skin_cpu`, forward and backward."""
 
@@ -368,12 +437,15 @@ class _SkinCPU(torch.autograd.Function):
     def forward(ctx, v_posed, rel_transforms, skin_idx, skin_w, transl):
         v = v_posed.permute(1, 2, 0).contiguous()  # (V, 3, B): free after `blend_shapes`
         transforms = rel_transforms.permute(1, 2, 3, 0).contiguous()  # (J, 3, 4, B)
-        ctx.save_for_backward(v, transforms, skin_idx, skin_w)
+        ctx.save_for_backward(v, transforms, skin_idx, skin_w, v_posed, rel_transforms)
         return skin_cpu.skin_forward(v, transforms, skin_idx, skin_w, transl)
 
     @staticmethod
     def backward(ctx, grad_out):
-        v, transforms, skin_idx, skin_w = ctx.saved_tensors
+        v, transforms, skin_idx, skin_w, v_posed, rel_transforms = ctx.saved_tensors
+        if backward_must_be_plain(grad_out):
+            return skin_backward_plain(ctx.needs_input_grad, grad_out, v_posed,
+                                       rel_transforms, skin_idx, skin_w)
         grad_v = grad_rel = grad_transl = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             g = grad_out.permute(1, 2, 0).contiguous()
@@ -478,7 +550,7 @@ def _fused_skeleton_usable(model: ModelTensors, betas, pose, transl) -> bool:
         tensors.append(transl)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
-    return skeleton_cpu.usable(*tensors)
+    return plain_reason(tensors, []) is None and skeleton_cpu.usable(*tensors)
 
 
 def _fused_cpu_forward(model: ModelTensors, betas, pose, transl, pose2rot: bool):

@@ -59,6 +59,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from hmr_fast.ops import reference
+from hmr_fast.ops.dispatch import backward_must_be_plain
 from hmr_fast.ops.kernels_loader import kernels_package
 from hmr_fast.ops.reference import ModelTensors
 
@@ -700,6 +701,56 @@ def _num_splits(batch: int, num_verts: int, cfg: dict, num_sms: int) -> int:
     return max(1, min(num_vtiles, triton_cdiv(2 * num_sms, num_btiles)))
 
 
+def _plain_outputs(betas, pose, transl, camera, model: ModelTensors, u_idx, rout, num_kp,
+                   pose2rot):
+    """What the smpl_fwd op computes, in plain differentiable torch ops (its oracle form).
+
+    model: the plan's ModelTensors (the mesh, or in keypoint mode its vertex subset); u_idx and
+    rout: the plan's readout rows and matrix. Returns (verts, joints, kps, pj, pk).
+    """
+    batch = betas.shape[0]
+    if pose2rot:
+        rot = reference.rodrigues(pose.reshape(-1, 3)).reshape(batch, -1, 3, 3)
+    else:
+        rot = pose.reshape(batch, -1, 3, 3)
+    rest = reference.rest_joints(betas, model.joint_template, model.joint_shapedirs)
+    v_posed = reference.blend_shapes(betas, reference.pose_feature(rot), model.v_template,
+                                     model.blend_dirs)
+    posed, rel = reference.forward_kinematics(rot, rest, model.parents)
+    weights = reference.dense_skinning_weights(model.skin_idx, model.skin_w, rel.shape[1])
+    verts = reference.skin_dense(v_posed, rel, weights) + transl[:, None]
+    readout = torch.einsum("qu,buc->bqc", rout, verts[:, u_idx.long()])
+    num_vertex_joints = rout.shape[0] - num_kp
+    joints = torch.cat([posed + transl[:, None], readout[:, :num_vertex_joints]], dim=1)
+    kps = readout[:, num_vertex_joints:]
+    return (verts, joints, kps, reference.weak_perspective(joints, camera),
+            reference.weak_perspective(kps, camera))
+
+
+def _plain_backward(ctx, grads_out) -> tuple:
+    """The op's gradients for (betas, pose, transl, camera) by differentiating
+    `_plain_outputs` at the saved inputs: recorded when create_graph=True (double backward),
+    plain tensors when a transform batches the backward."""
+    (betas, pose, camera, joints, kps, _world, _rel, _coeffs, vt, bd, jt, jsd, si, sw, parent,
+     _depth, _desc, _vert_to_u, rout, transl, u_idx) = ctx.saved_tensors
+    parents = (-1,) + tuple(int(p) for p in parent[1:].tolist())
+    model = ModelTensors(vt, bd, jt, jsd, parents, si, sw, u_idx.new_zeros(0).long())
+    inputs = (betas, pose, transl, camera)
+    wanted = [i for i in range(4) if ctx.needs_input_grad[i]]
+    with torch.enable_grad():
+        outs = _plain_outputs(*inputs, model, u_idx, rout, kps.shape[1], ctx.pose2rot)
+    pairs = [(o, g) for o, g in zip(outs, grads_out) if g is not None and o.requires_grad]
+    if not wanted or not pairs:
+        return (None,) * 4
+    grads = torch.autograd.grad([o for o, _ in pairs], [inputs[i] for i in wanted],
+                                [g for _, g in pairs], create_graph=torch.is_grad_enabled(),
+                                allow_unused=True)
+    result = [None] * 4
+    for i, g in zip(wanted, grads):
+        result[i] = torch.zeros_like(inputs[i]) if g is None else g
+    return tuple(result)
+
+
 def _register():
     """Register hmr_fast::smpl_fwd / smpl_bwd and the autograd formula."""
     if INTERPRETED:
@@ -715,7 +766,7 @@ def _register():
         (
             betas,
             pose,
-            _transl,
+            transl,
             camera,
             vt,
             bd,
@@ -726,7 +777,7 @@ def _register():
             parent,
             depth,
             desc,
-            _u_idx,
+            u_idx,
             vert_to_u,
             rout,
             _ndepth,
@@ -759,9 +810,14 @@ def _register():
             desc,
             vert_to_u,
             rout,
+            transl,
+            u_idx,
         )
 
     def backward(ctx, g_verts, g_joints, g_kps, g_pj, g_pk, _gw, _gr, _gc):
+        grads_out = (g_verts, g_joints, g_kps, g_pj, g_pk)
+        if backward_must_be_plain(*grads_out):
+            return _plain_backward(ctx, grads_out) + (None,) * 16
         (
             betas,
             pose,
@@ -782,6 +838,8 @@ def _register():
             desc,
             vert_to_u,
             rout,
+            _transl,
+            _u_idx,
         ) = ctx.saved_tensors
 
         def grad_or_zeros(g, like):

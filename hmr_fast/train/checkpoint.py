@@ -173,9 +173,14 @@ def set_rng_state(state: dict) -> None:
 
 
 def load_model_weights(module: torch.nn.Module, state_dict: dict, what: str, source) -> None:
-    """``load_state_dict`` with a one-line error instead of a dump of mismatched keys."""
+    """``load_state_dict`` with a one-line error instead of a dump of mismatched keys.
+
+    Checkpoints written before the SMPL layer's constants became persistent (as smplx's are)
+    lack them; those keys alone may be missing, and the layer keeps its own values.
+    """
     own = module.state_dict()
-    missing = [k for k in own if k not in state_dict]
+    optional = _smpl_constant_keys(module)
+    missing = [k for k in own if k not in state_dict and k not in optional]
     unexpected = [k for k in state_dict if k not in own]
     mismatched = [
         k for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)
@@ -195,4 +200,18 @@ def load_model_weights(module: torch.nn.Module, state_dict: dict, what: str, sou
         raise ValueError(
             f"{source}: the {what} weights do not fit this {what}: " + "; ".join(parts)
         )
-    module.load_state_dict(state_dict)
+    absent = [k for k in own if k not in state_dict]
+    module.load_state_dict(state_dict, strict=not absent)
+
+
+def _smpl_constant_keys(module: torch.nn.Module) -> set[str]:
+    """state_dict keys of the model constants of every SMPL layer inside `module`."""
+    from hmr_fast.body.smpl import SMPLLayer
+
+    keys = set()
+    for name, sub in module.named_modules():
+        if isinstance(sub, SMPLLayer):
+            prefix = f"{name}." if name else ""
+            keys.update(prefix + k for k in sub.state_dict()
+                        if k not in ("betas", "global_orient", "body_pose", "transl"))
+    return keys
