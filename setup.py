@@ -36,6 +36,6 @@ setup(
         "smplx==0.1.28",
         "numba>=0.60",  # the fused CPU skinning loops (hmr_fast/ops/skin_cpu.py)
     ],
-    extras_require={"test": ["pytest>=8", "pytest-benchmark>=4", "ruff>=0.5"]},
+    extras_require={"test": ["pytest>=8", "pytest-benchmark>=4", "ruff>=0.5", "onnx>=1.16"]},
     entry_points={"console_scripts": ["hmr-fast=hmr_fast.cli:main"]},
 )

@@ -31,7 +31,10 @@ _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter, getattr(torch.nn, "Buffer", to
 
 def is_plain_tensor(t) -> bool:
     """A real tensor with storage: not a tensor subclass, not wrapped by a transform."""
-    return type(t) in _PLAIN_TYPES and not _functorch.is_functorch_wrapped_tensor(t)
+    # The legacy vmap (`torch._vmap_internals`, behind autograd.functional's vectorize=True)
+    # wraps tensors in its own BatchedTensor, which the functorch check does not see.
+    return (type(t) in _PLAIN_TYPES and not _functorch.is_functorch_wrapped_tensor(t)
+            and not _functorch.is_legacy_batchedtensor(t))
 
 
 def recording() -> bool:

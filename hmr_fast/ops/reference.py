@@ -386,8 +386,7 @@ def skin_dense(v_posed: torch.Tensor, rel_transforms: torch.Tensor,
         (B, V, 3).
     """
     batch, num_joints = rel_transforms.shape[:2]
-    blended = torch.einsum("vj,bjk->bvk", lbs_weights,
-                           rel_transforms.reshape(batch, num_joints, 12))
+    blended = lbs_weights @ rel_transforms.reshape(batch, num_joints, 12)
     blended = blended.reshape(batch, -1, 3, 4)
     return (blended[..., :3] @ v_posed[..., None])[..., 0] + blended[..., 3]
 
@@ -416,14 +415,14 @@ def skin_backward_plain(needs_input_grad, grad_out, v_posed, rel_transforms, ski
     weights = dense_skinning_weights(skin_idx, skin_w, num_joints)
     grad_v = grad_rel = grad_transl = None
     if needs_input_grad[0]:
-        blended = torch.einsum("vj,bjk->bvk", weights,
-                               rel_transforms.reshape(batch, num_joints, 12))
+        # matmul, not einsum: the legacy vmap of autograd.functional has no einsum rule.
+        blended = weights @ rel_transforms.reshape(batch, num_joints, 12)
         rot = blended.reshape(batch, -1, 3, 4)[..., :3]
         grad_v = (rot.transpose(-1, -2) @ grad_out[..., None])[..., 0]
     if needs_input_grad[1]:
         homogeneous = torch.cat([v_posed, torch.ones_like(v_posed[..., :1])], dim=-1)
         outer = grad_out[..., :, None] * homogeneous[..., None, :]  # (B, V, 3, 4)
-        grad_rel = torch.einsum("vj,bvk->bjk", weights, outer.reshape(batch, -1, 12))
+        grad_rel = weights.t() @ outer.reshape(batch, -1, 12)
         grad_rel = grad_rel.reshape(batch, num_joints, 3, 4)
     if needs_input_grad[4]:
         grad_transl = grad_out.sum(1)

@@ -936,6 +936,16 @@ def smpl_forward_triton(
         projected joints (B, J + 21, 2) or None, projected keypoints (B, Q, 2) or None.
     """
     precision = resolve_precision(precision, tf32)
+    if torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in (*model, keypoint_regressor)
+    ):
+        # The kernels return no gradient for the constants; silently dropping it would be
+        # wrong. The SMPL layer takes its plain torch path in this case.
+        raise ValueError(
+            "model: the Triton kernels give no gradient for the model constants, and one of "
+            "them requires grad; use hmr_fast.SMPL (which falls back to plain torch) or "
+            "detach the constants"
+        )
     if plan is None:
         _check_model(model)
         plan = get_plan(model, keypoint_regressor, vertices=return_verts)
