@@ -620,7 +620,8 @@ class SMPLLayer(nn.Module):
         return SMPLOutput(
             vertices=vertices if return_verts else None, joints=joints,
             full_pose=full_pose if return_full_pose else None, global_orient=global_orient,
-            transl=transl, betas=betas, body_pose=body_pose, keypoints=keypoints,
+            # smplx's SMPL leaves `transl` unset in its output.
+            transl=None, betas=betas, body_pose=body_pose, keypoints=keypoints,
             projected_joints=proj_joints, projected_keypoints=proj_keypoints)
 
     def _resolve_backend(self, tensor: torch.Tensor) -> str:

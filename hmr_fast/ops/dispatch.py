@@ -72,3 +72,13 @@ def backward_must_be_plain(*tensors) -> bool:
     """
     return (torch.is_grad_enabled() or recording()
             or not all(t is None or is_plain_tensor(t) for t in tensors))
+
+
+def backward_is_recorded_or_batched(*grads) -> bool:
+    """Inside the backward of a registered op that tracers understand (the Triton op): whether
+    it must differentiate its plain form instead, i.e. the gradient is being recorded
+    (create_graph=True) or batched by vmap. Tracing and compiling alone keep the op's own
+    backward, which torch.library exposes to them."""
+    return torch.is_grad_enabled() or any(
+        g is not None and (_functorch.is_batchedtensor(g) or _functorch.is_legacy_batchedtensor(g))
+        for g in grads)

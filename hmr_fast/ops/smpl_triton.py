@@ -59,7 +59,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from hmr_fast.ops import reference
-from hmr_fast.ops.dispatch import backward_must_be_plain
+from hmr_fast.ops.dispatch import backward_is_recorded_or_batched
 from hmr_fast.ops.kernels_loader import kernels_package
 from hmr_fast.ops.reference import ModelTensors
 
@@ -816,7 +816,7 @@ def _register():
 
     def backward(ctx, g_verts, g_joints, g_kps, g_pj, g_pk, _gw, _gr, _gc):
         grads_out = (g_verts, g_joints, g_kps, g_pj, g_pk)
-        if backward_must_be_plain(*grads_out):
+        if backward_is_recorded_or_batched(*grads_out):
             return _plain_backward(ctx, grads_out) + (None,) * 16
         (
             betas,
