@@ -374,10 +374,7 @@ def test_edited_constants(files, ctx, edit):
     assert (after - before).abs().max() > 1e-3, "harness: the edit must change smplx's output"
 
 
-TRITON_EDITS = ["v_template+=offsets", "J_regressor=R"]
-
-
-@pytest.mark.parametrize("edit", TRITON_EDITS)
+@pytest.mark.parametrize("edit", list(EDITS), ids=list(EDITS))
 def test_edited_constants_triton(files, ctx, edit):
     """Edited constants on backend="triton" (CPU interpreter without CUDA), batch 2."""
     fast, ref = FAST.SMPL(files.pkl, backend="triton"), REF.SMPL(files.pkl)
