@@ -2,16 +2,19 @@
 
     from hmr_fast import SMPL          # same API as smplx.SMPL
     from hmr_fast import HMR, Discriminator
+    model = hmr_fast.load_pretrained("model_checkpoint.pt")   # SPIN's or hmr-fast's weights
 """
 
 from hmr_fast.body.smpl import SMPL, SMPLLayer, SMPLOutput, create
 
 __version__ = "0.1.0"
-__all__ = ["SMPL", "SMPLLayer", "SMPLOutput", "create", "HMR", "Discriminator"]
+__all__ = ["SMPL", "SMPLLayer", "SMPLOutput", "create", "HMR", "Discriminator",
+           "load_pretrained"]
 
 _LAZY = {
     "HMR": "hmr_fast.models.hmr",
     "Discriminator": "hmr_fast.models.discriminator",
+    "load_pretrained": "hmr_fast.pretrained",
 }
 
 
