@@ -36,6 +36,10 @@ setup(
         "smplx==0.1.28",
         "numba>=0.60",  # the fused CPU skinning loops (hmr_fast/ops/skin_cpu.py)
     ],
-    extras_require={"test": ["pytest>=8", "pytest-benchmark>=4", "ruff>=0.5", "onnx>=1.16"]},
+    extras_require={
+        "export": ["onnx>=1.16", "onnxruntime>=1.17"],  # hmr-fast export, ONNX parity
+        "test": ["pytest>=8", "pytest-benchmark>=4", "ruff>=0.5", "onnx>=1.16",
+                 "onnxruntime>=1.17"],
+    },
     entry_points={"console_scripts": ["hmr-fast=hmr_fast.cli:main"]},
 )

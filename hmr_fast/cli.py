@@ -14,6 +14,8 @@ SUBCOMMANDS = {
     "eval": ("hmr_fast.eval.run", "evaluate a checkpoint (H3.6M, 3DHP, LSP protocols)"),
     "demo": ("hmr_fast.demo", "predict a mesh for one image, write PNG + OBJ"),
     "demo-job": ("hmr_fast.demo_job", "the main job: synthesise, train, evaluate, render"),
+    "predict": ("hmr_fast.predict", "run pretrained weights on images, folders and videos"),
+    "export": ("hmr_fast.export", "export pretrained weights as one ONNX graph"),
     "synth": ("hmr_fast.data.synth", "render a synthetic dataset from the body model"),
     "synth-mocap": ("hmr_fast.data.synth_mocap", "sample plausible SMPL poses/shapes"),
     "import-data": ("hmr_fast.data.importers", "convert LSP / COCO annotations to npz"),

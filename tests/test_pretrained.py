@@ -34,8 +34,12 @@ def spin_state_dict(seed: int, with_buffers: bool = True) -> dict:
             state[k] = torch.randn(v.shape, generator=g) * (2.0 / v[0].numel()) ** 0.5
     dims = {"fc1": (1024, 2048 + 157), "fc2": (1024, 1024), "decpose": (144, 1024),
             "decshape": (10, 1024), "deccam": (3, 1024)}
+    # Random BatchNorm statistics let the features grow to ~1e4; fc1 is scaled down so the
+    # regressed parameters stay at realistic magnitudes (|betas|, |cam| of order 1).
+    gains = {"fc1": 3e-5, "fc2": 0.3, "decpose": 0.3, "decshape": 0.3, "deccam": 0.1}
     for name, (out_f, in_f) in dims.items():
-        state[f"{name}.weight"] = torch.randn(out_f, in_f, generator=g) / in_f ** 0.5 * 0.3
+        state[f"{name}.weight"] = torch.randn(out_f, in_f, generator=g) / in_f ** 0.5 * gains[
+            name]
         state[f"{name}.bias"] = torch.randn(out_f, generator=g) * 0.01
     if with_buffers:
         state.update(mean_buffers(seed + 1))

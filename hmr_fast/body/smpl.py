@@ -247,6 +247,7 @@ class SMPLLayer(nn.Module):
         self.register_buffer("keypoint_regressor", None, persistent=False)
         if keypoint_regressor is not None:
             self.set_keypoint_regressor(keypoint_regressor)
+        self._parents()  # read the tree now, not first inside a tracer
 
     # ----------------------------------------------------------------------------- model data
     def _set_model(self, data: dict, num_betas: int, dtype: torch.dtype, v_template,
@@ -388,20 +389,26 @@ class SMPLLayer(nn.Module):
         # Derived tensors are rebuilt on demand: keep them out of pickles and deep copies.
         state = self.__dict__.copy()
         state.pop("_derived_cache", None)
+        state.pop("_parents_cache", None)
         return state
 
     def _parents(self) -> tuple[int, ...]:
-        """The kinematic tree as a tuple, from the `parents` buffer."""
+        """The kinematic tree as a tuple, from the `parents` buffer (re-read only when that
+        buffer is replaced or edited, so tracers rarely see the read)."""
         if torch.compiler.is_compiling():
             return self._parents_snapshot  # refreshed by every eager call
-        derived = self._derived()
-        if "parents" not in derived:
-            parents = tuple(int(p) for p in self.parents.tolist())
+        buffer = self.parents
+        state = (buffer, buffer._version, buffer.data_ptr(), buffer.device)
+        cached = self.__dict__.get("_parents_cache")
+        if cached is None or not _same_state((cached[0],), (state,)):
+            parents = tuple(int(p) for p in buffer.tolist())
             if parents and parents[0] != -1:
                 parents = (-1,) + parents[1:]  # smplx stores the root's parent as -1
             reference.tree_levels(parents)
-            derived["parents"] = self._parents_snapshot = parents
-        return derived["parents"]
+            self._parents_snapshot = parents
+            cached = (state, parents)
+            self.__dict__["_parents_cache"] = cached
+        return cached[1]
 
     def model_tensors(self) -> reference.ModelTensors:
         """The constants in the layout the fast paths read (see `reference.ModelTensors`),
@@ -493,6 +500,7 @@ class SMPLLayer(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         self.__dict__.pop("_derived_cache", None)
+        self.__dict__.pop("_parents_cache", None)
         result = super()._apply(fn, *args, **kwargs)
         self.dtype = self.v_template.dtype
         return result
@@ -587,21 +595,21 @@ class SMPLLayer(nn.Module):
                 body_pose = eye.expand(batch, self.NUM_BODY_JOINTS, 3, 3)
         if betas is None:
             betas = torch.zeros(batch, self.num_betas, dtype=dtype, device=device)
-        betas = betas.expand(batch, -1)
+        # Only inputs of batch 1 are expanded and reshapes use -1: a traced or exported graph
+        # then keeps the batch dimension dynamic instead of baking in the example's size.
+        betas = _broadcast(betas, batch)
         if betas.shape[1] < self.num_betas:
-            betas = torch.cat([betas, betas.new_zeros(batch, self.num_betas - betas.shape[1])],
-                              dim=1)
-        global_orient = global_orient.expand(batch, *global_orient.shape[1:])
-        body_pose = body_pose.expand(batch, *body_pose.shape[1:])
+            betas = torch.cat([betas, betas.new_zeros(betas.shape[0],
+                                                      self.num_betas - betas.shape[1])], dim=1)
+        global_orient = _broadcast(global_orient, batch)
+        body_pose = _broadcast(body_pose, batch)
         if pose2rot:
             full_pose = torch.cat([global_orient, body_pose], dim=1)
         else:
-            full_pose = torch.cat([global_orient.reshape(batch, 1, 3, 3),
-                                   body_pose.reshape(batch, self.NUM_BODY_JOINTS, 3, 3)], dim=1)
-        if transl is not None:
-            transl = transl.expand(batch, 3)
-        if camera is not None:
-            camera = camera.expand(batch, 3)
+            full_pose = torch.cat([global_orient.reshape(-1, 1, 3, 3),
+                                   body_pose.reshape(-1, self.NUM_BODY_JOINTS, 3, 3)], dim=1)
+        transl = None if transl is None else _broadcast(transl, batch)
+        camera = None if camera is None else _broadcast(camera, batch)
         mapped = self.joint_mapper is not None
         # A joint mapper sees joints before translation, as in smplx; projection then waits.
         vertices, joints, keypoints, proj_joints, proj_keypoints = self._backend_forward(
@@ -690,6 +698,11 @@ class SMPLLayer(nn.Module):
         source = self.model_path or "embedded procedural body"
         return (f"model={source}, gender={self.gender}, age={self.age}, "
                 f"num_betas={self.num_betas}, backend={self.backend}")
+
+
+def _broadcast(value: torch.Tensor, batch: int) -> torch.Tensor:
+    """`value` (1 or B, ...) as (B, ...); untouched when it already has B rows."""
+    return value if value.shape[0] == batch else value.expand(batch, *value.shape[1:])
 
 
 def _derive_model_tensors(layer: SMPLLayer, parents: tuple) -> reference.ModelTensors:
