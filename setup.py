@@ -28,7 +28,7 @@ setup(
         "torchvision==0.29.1",
         "numpy>=1.24",
         "scipy>=1.10",
-        "opencv-python-headless>=4.8",
+        "opencv-python-headless>=4.8,<5",  # OpenCV 5 dropped the HOG people detector (predict --detect)
         "nvtx>=0.2",
         "tqdm>=4.60",
         "pyyaml>=6.0",

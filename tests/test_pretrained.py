@@ -48,8 +48,11 @@ def spin_state_dict(seed: int, with_buffers: bool = True) -> dict:
 
 def mean_buffers(seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
-    eye6 = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]).repeat(24)  # identity in SPIN's 6-D
-    return {"init_pose": (eye6 + 0.1 * torch.randn(144, generator=g))[None],
+    # Identity in SPIN's row-major 6-D reading for the body joints; the root turned pi about x
+    # (columns (1, 0, 0) and (0, -1, 0)), upright in image coordinates as SPIN's mean pose is.
+    pose6 = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]).repeat(24)
+    pose6[:6] = torch.tensor([1.0, 0.0, 0.0, -1.0, 0.0, 0.0])
+    return {"init_pose": (pose6 + 0.1 * torch.randn(144, generator=g))[None],
             "init_shape": 0.5 * torch.randn(1, 10, generator=g),
             "init_cam": torch.tensor([[0.9, 0.0, 0.0]]) + 0.05 * torch.randn(1, 3, generator=g)}
 
