@@ -97,3 +97,28 @@ def test_partial_files_of_a_killed_writer_are_removed(tmp_path):
     assert ckpt.latest_checkpoint(tmp_path).name == ckpt.checkpoint_name(1)
     assert ckpt.remove_partial_files(tmp_path) == [dead]
     assert not dead.exists() and other.exists()
+
+
+def test_checkpoints_honour_the_umask(tmp_path):
+    import stat
+
+    old = os.umask(0o002)
+    try:
+        path = ckpt.save_checkpoint({"model": {}, "step": 1}, tmp_path, 1)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o664
+
+
+def test_skipped_checkpoints_are_reported(tmp_path):
+    d = tmp_path / "checkpoints"
+    ckpt.save_checkpoint({"model": {}, "step": 3}, d, 3)
+    bad = d / ckpt.checkpoint_name(4)
+    bad.write_bytes(b"\x80truncated")
+    skipped = []
+    assert ckpt.latest_checkpoint(d, skipped).name == ckpt.checkpoint_name(3)
+    assert [p for p, _ in skipped] == [bad] and "not a readable" in skipped[0][1]
+    assert ckpt.checkpoint_name(4) in ckpt.skipped_message(skipped)
+    skipped = []
+    assert ckpt.resolve_checkpoint(tmp_path, skipped).name == ckpt.checkpoint_name(3)
+    assert [p for p, _ in skipped] == [bad]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hmr_fast.data.formats import invalid_rows, load_annotations, save_annotations
+from hmr_fast.data.formats import clean_labels, invalid_rows, load_annotations, save_annotations
 
 
 def _rows(n, rng):
@@ -81,24 +81,124 @@ def test_missing_file():
         load_annotations("/nonexistent/ann.npz")
 
 
-def test_invalid_rows():
-    rng = np.random.default_rng()
+def test_invalid_rows_and_clean_labels():
+    """Only an unusable crop drops a row; a NaN joint unlabels that joint alone."""
+    rng = np.random.default_rng(11)
     rows = _rows(6, rng)
     rows["S"] = np.concatenate([rng.normal(size=(6, 24, 3)), np.ones((6, 24, 1))], -1)
-    rows["part"][1, 5, 0] = np.nan  # labelled?
+    rows["pose"] = rng.normal(size=(6, 72))
+    rows["shape"] = rng.normal(size=(6, 10))
+    rows["part"][1, 5, 0] = np.nan  # labelled NaN joint
     rows["part"][1, 5, 2] = 1
     rows["part"][2, 7, :2] = np.nan  # unlabelled NaN: harmless
     rows["part"][2, 7, 2] = 0
+    rows["part"][0, 9, 2] = np.nan  # a NaN flag
     rows["scale"][3] = 0.0
     rows["S"][4, 2, 1] = np.inf
     rows["center"][5, 0] = np.nan
+    rows["pose"][2, 40] = np.nan  # labelled SMPL row with a NaN
     from hmr_fast.data.formats import _normalise
 
     ann = _normalise(rows, 6)
-    np.testing.assert_array_equal(invalid_rows(ann), [False, True, False, True, True, True])
+    np.testing.assert_array_equal(invalid_rows(ann), [False, False, False, True, False, True])
+    clean, counts = clean_labels(ann)
+    assert counts == {"invalid_joints_2d": 2, "invalid_joints_3d": 1, "invalid_smpl_rows": 1}
+    # Reference: every other label is untouched; the bad ones are zeroed (flag 0).
+    part_ref = np.nan_to_num(np.asarray(rows["part"], np.float32), nan=0.0)
+    part_ref[1, 5] = 0.0
+    part_ref[0, 9] = 0.0
+    np.testing.assert_array_equal(clean["part"], part_ref)
+    s_ref = np.asarray(rows["S"], np.float32).copy()
+    s_ref[4, 2] = 0.0
+    np.testing.assert_array_equal(clean["S"], s_ref)
+    assert clean["has_smpl"].tolist() == [1, 1, 0, 1, 1, 1]
+    assert not clean["pose"][2].any() and np.isfinite(clean["pose"]).all()
+    np.testing.assert_array_equal(clean["pose"][3], np.float32(rows["pose"][3]))
+
+
+def test_has_smpl_without_pose_is_an_error(tmp_path):
+    rows = _rows(3, np.random.default_rng(0))
+    path = tmp_path / "smpl.npz"
+    np.savez(path, has_smpl=np.array([1.0, 0.0, 1.0]), **rows)
+    with pytest.raises(ValueError, match="has_smpl.*'pose'") as info:
+        load_annotations(path)
+    assert str(path) in str(info.value)
+    rows["pose"] = np.zeros((3, 72))
+    np.savez(path, **rows)  # pose without shape
+    with pytest.raises(ValueError, match="shape"):
+        load_annotations(path)
+    # has_smpl all zero without pose is fine (nothing claims an SMPL label)
+    del rows["pose"]
+    np.savez(path, has_smpl=np.zeros(3), **rows)
+    assert not load_annotations(path)["has_smpl"].any()
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.97])
+def test_truncated_npz_names_the_file(tmp_path, cut):
+    from hmr_fast.data.mocap import load_mocap
+
+    rows = _rows(40, np.random.default_rng(1))
+    path = save_annotations(tmp_path / "ann.npz", **rows)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(ValueError, match="damaged") as info:
+        load_annotations(path)
+    assert str(path) in str(info.value) and "import" in str(info.value)
+    mocap = tmp_path / "mocap.npz"
+    np.savez(mocap, pose=np.zeros((50, 72)), shape=np.zeros((50, 10)))
+    mocap.write_bytes(mocap.read_bytes()[:300])
+    with pytest.raises(ValueError, match="damaged") as info:
+        load_mocap(mocap)
+    assert str(mocap) in str(info.value)
+
+
+def test_saved_files_honour_the_umask_and_leave_no_temp(tmp_path):
+    rows = _rows(3, np.random.default_rng(2))
+    old = os.umask(0o022)
+    try:
+        a = save_annotations(tmp_path / "a.npz", **rows)
+        os.umask(0o077)
+        b = save_annotations(tmp_path / "b.npz", **rows)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(a.stat().st_mode) == 0o644
+    assert stat.S_IMODE(b.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.npz"]
+
+
+def test_failed_save_leaves_nothing_and_stale_temps_are_ignored(tmp_path):
+    from hmr_fast.data.formats import find_annotation_file
+
+    rows = _rows(3, np.random.default_rng(3))
+    path = save_annotations(tmp_path / "ann.npz", **rows)
+    before = path.read_bytes()
+    rows["bad"] = np.array([Unpicklable()], dtype=object)  # np.savez fails midway
+    with pytest.raises(ValueError):
+        save_annotations(path, **rows)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ann.npz"]
+    # what a killed writer leaves (ours, and the previous mkstemp naming) is not loaded
+    (tmp_path / ".ann.npz.k3j2h1.tmp").write_bytes(b"half")
+    (tmp_path / "tmpab12cd34.npz").write_bytes(b"half")
+    assert find_annotation_file(tmp_path) == path
+    del rows["bad"]
+    save_annotations(path, **rows)  # a fresh temp may be another writer's: kept
+    assert (tmp_path / ".ann.npz.k3j2h1.tmp").exists()
+    hour_ago = time.time() - 3600
+    os.utime(tmp_path / ".ann.npz.k3j2h1.tmp", (hour_ago, hour_ago))
+    save_annotations(path, **rows)  # the next write of the file clears its stale temp
+    assert not (tmp_path / ".ann.npz.k3j2h1.tmp").exists()
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise ValueError("cannot be saved")
 
 
 # --- datasets over the format ----------------------------------------------------------------
+import os  # noqa: E402
+import stat  # noqa: E402
+import time  # noqa: E402
 import warnings  # noqa: E402
 
 import cv2  # noqa: E402
@@ -193,24 +293,37 @@ def test_bad_data_is_skipped_and_counted(tmp_path):
     path, rows = _make_dataset(tmp_path, rng, n=8, with_3d=False)
     (tmp_path / rows["imgname"][1]).unlink()  # missing
     (tmp_path / rows["imgname"][4]).write_bytes(b"\x89PNG garbage")  # corrupt
-    rows["part"][6, 3, 0] = np.nan  # NaN row
+    rows["part"][6, 3, 0] = np.nan  # NaN joint: that joint loses its label, the row stays
     rows["part"][6, 3, 2] = 1
+    rows["center"][2, 1] = np.nan  # no crop possible: the row is dropped
     path = save_annotations(tmp_path / "ann2.npz", **rows)
     ds = KeypointDataset(path, tmp_path, image_size=24, train=True)
     assert len(ds) == 7 and ds.num_invalid_rows == 1
     items = [ds[i] for i in range(len(ds))]
     idx = [int(it["index"]) for it in items]
-    assert 1 not in idx and 4 not in idx and 6 not in idx
-    assert sum(int(it["skipped"]) for it in items) == 2 == ds.image_failures
+    assert 1 not in idx and 4 not in idx and 2 not in idx
+    # reference: the documented substitution walk (stride 7919 over the usable rows)
+    usable, unreadable = [0, 1, 3, 4, 5, 6, 7], {1, 4}
+    expected_skips = sum(expected_skips_of(i, usable, unreadable) for i in range(7))
+    assert sum(int(it["skipped"]) for it in items) == expected_skips == ds.image_failures
     assert all(torch.isfinite(it["keypoints_2d"]).all() for it in items)
-    with pytest.warns(UserWarning, match="dropped 1 rows.*2 unreadable"):
+    row6 = ds.get(list(ds.rows).index(6), (0, 0, 0))  # the row with the NaN joint
+    assert int(row6["index"]) == 6 or int(row6["skipped"]) > 0
+    if int(row6["index"]) == 6:
+        flags = row6["keypoints_2d"][:, 2].numpy()
+        expected = rows["part"][6, list(HMR19_FROM_J24), 2].copy()
+        expected[3] = 0  # J24 3 is HMR19 3
+        np.testing.assert_array_equal(flags, expected)
+    with pytest.warns(UserWarning, match=f"dropped 1 rows.*{expected_skips} unreadable.*"
+                      "unlabelled 1 2D"):  # fmt: skip
         counts = ds.report_skipped()
-    assert counts == {"invalid_rows": 1, "image_failures": 2}
+    assert counts == {"invalid_rows": 1, "image_failures": expected_skips, "invalid_joints_2d": 1,
+                      "invalid_joints_3d": 0, "invalid_smpl_rows": 0}  # fmt: skip
     # with worker processes the per-sample counts still add up
     ds = KeypointDataset(path, tmp_path, image_size=24, train=True)
     loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2)
     total = sum(int(b["skipped"].sum()) for b in loader)
-    assert total == 2
+    assert total == expected_skips
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         ds.report_skipped(total)
@@ -218,6 +331,14 @@ def test_bad_data_is_skipped_and_counted(tmp_path):
     # an image root with nothing in it fails loudly, naming a path
     with pytest.raises(RuntimeError, match="image_root"):
         KeypointDataset(path, tmp_path / "nowhere", image_size=24, max_retries=3)[0]
+
+
+def expected_skips_of(i, usable, unreadable, stride=7919):
+    """Unreadable rows met from position i along the substitution walk."""
+    k = 0
+    while usable[(i + k * stride) % len(usable)] in unreadable:
+        k += 1
+    return k
 
 
 def test_mixed_dataset_ratio_and_determinism(tmp_path):
@@ -309,24 +430,25 @@ def test_cache_cli(tmp_path):
     assert sum(int(ds[i]["skipped"]) for i in range(3)) == 1
 
 
-def test_cache_found_automatically(tmp_path):
+def test_cache_is_used_only_when_asked(tmp_path):
     from hmr_fast.data.cache import main
 
     rng = np.random.default_rng()
     path, rows = _make_dataset(tmp_path, rng, n=3, ext="jpg")
     assert main(["--npz", str(path), "--image-root", str(tmp_path), "--workers", "1"]) == 0
     assert (tmp_path / "ann_cache" / "index.npz").is_file()
+    # not used unless named: results never change because a folder happens to exist
+    assert KeypointDataset(path, tmp_path, image_size=32).cache is None
     for name in rows["imgname"]:  # only the cache is left to read
         (tmp_path / name).unlink()
-    ds = KeypointDataset(path, tmp_path, image_size=32)
+    ds = KeypointDataset(path, tmp_path, image_size=32, cache_dir="auto")
     assert sum(int(ds[i]["skipped"]) for i in range(3)) == 0
     assert KeypointDataset(path, tmp_path, cache_dir=None, max_retries=2).cache is None
-    # a stale cache is ignored with a warning
+    # a stale cache named explicitly is an error, not a silent fallback
     rows["scale"] = rows["scale"] * 1.1
     save_annotations(path, **rows)
-    with pytest.warns(UserWarning, match="ignoring the pre-cropped cache"):
-        ds = KeypointDataset(path, tmp_path, image_size=32)
-    assert ds.cache is None
+    with pytest.raises(ValueError, match="different annotations"):
+        KeypointDataset(path, tmp_path, image_size=32, cache_dir="auto")
 
 
 def test_reduced_decode_matches_full_decode(tmp_path):
@@ -371,3 +493,90 @@ def test_reduced_decode_coordinates(tmp_path, ext, r):
     ry, rx = np.mgrid[0 : red.shape[0], 0 : red.shape[1]]
     found = np.array([(red * rx).sum(), (red * ry).sum()]) / red.sum()
     np.testing.assert_allclose(found, reduced_coords(p, r), atol=0.1)
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png"])
+def test_truncated_images_are_unreadable(tmp_path, ext):
+    """A file cut short is refused (cv2 alone decodes a JPEG cut halfway with a grey half)."""
+    from hmr_fast.data.datasets import ImageReadError, read_image_bgr
+
+    rng = np.random.default_rng(4)
+    path, rows = _make_dataset(tmp_path, rng, n=4, with_3d=False, ext=ext)
+    img = tmp_path / rows["imgname"][1]
+    data = img.read_bytes()
+    img.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="truncated") as info:
+        read_image_bgr(img)
+    assert str(img) in str(info.value)
+    read_image_bgr(tmp_path / rows["imgname"][0])  # complete files still decode
+    # evaluation mode: the row is flagged, never replaced
+    ds = KeypointDataset(path, tmp_path, image_size=16, train=False, on_unreadable="skip")
+    flags = [bool(ds[i]["image_ok"]) for i in range(4)]
+    assert flags == [True, False, True, True] and int(ds[1]["index"]) == 1
+    # training mode: replaced by another row and counted
+    ds = KeypointDataset(path, tmp_path, image_size=16, train=True)
+    item = ds[1]
+    assert bool(item["image_ok"]) and int(item["index"]) != 1 and int(item["skipped"]) == 1
+
+
+def test_cache_tool_faults_are_clear_and_nonzero(tmp_path, capsys, monkeypatch):
+    import hmr_fast.data.cache as cache
+
+    rng = np.random.default_rng(5)
+    path, rows = _make_dataset(tmp_path, rng, n=3, ext="jpg")
+    base = ["--npz", str(path), "--out", str(tmp_path / "c"), "--workers", "1"]
+    assert cache.main(base + ["--image-root", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    for factor in ("0", "nan", "-1"):
+        assert cache.main(base + ["--image-root", str(tmp_path), "--factor", factor]) == 2
+        assert "--factor" in capsys.readouterr().err
+    assert not (tmp_path / "c" / "index.npz").exists()
+
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache, "atomic_write_bytes", full_disk)
+    assert cache.main(base + ["--image-root", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "3 write_failed" in captured.out and "No space left" in captured.out
+    assert "could not be written" in captured.err
+
+
+def test_cache_with_a_nan_centre_is_not_stale_and_honours_the_umask(tmp_path, capsys):
+    from hmr_fast.data.cache import load_cache_index, main
+
+    rng = np.random.default_rng(6)
+    path, rows = _make_dataset(tmp_path, rng, n=3, ext="jpg")
+    rows["center"][1, 0] = np.nan
+    path = save_annotations(path, **rows)
+    old = os.umask(0o027)
+    try:
+        assert main(["--npz", str(path), "--image-root", str(tmp_path), "--workers", "1"]) == 0
+    finally:
+        os.umask(old)
+    assert "1 invalid_rows" in capsys.readouterr().out
+    index = load_cache_index(tmp_path / "ann_cache", load_annotations(path))  # not "stale"
+    assert list(index["cropname"]) == ["crops/0000000.jpg", "", "crops/0000002.jpg"]
+    for p in (tmp_path / "ann_cache" / "index.npz", tmp_path / "ann_cache" / "crops" /
+              "0000002.jpg"):  # fmt: skip
+        assert stat.S_IMODE(p.stat().st_mode) == 0o640
+    assert not [p for p in (tmp_path / "ann_cache").rglob("*.tmp")]
+    # a damaged index names the file and the fix
+    idx = tmp_path / "ann_cache" / "index.npz"
+    idx.write_bytes(idx.read_bytes()[:100])
+    with pytest.raises(ValueError, match="cache-data") as info:
+        KeypointDataset(path, tmp_path, cache_dir="auto")
+    assert str(idx) in str(info.value)
+
+
+def test_spin_3dpw_layout_loads(tmp_path):
+    """SPIN's 3dpw_test.npz has no part / S: pose, shape and gender are its labels."""
+    rng = np.random.default_rng(7)
+    n = 4
+    np.savez(tmp_path / "3dpw_test.npz", imgname=[f"imageFiles/s/image_{i:05d}.jpg" for i in
+             range(n)], center=rng.uniform(100, 200, (n, 2)).tolist(), scale=[1.5] * n,
+             pose=rng.normal(size=(n, 72)).tolist(), shape=rng.normal(size=(n, 10)).tolist(),
+             gender=["m", "f", "f", "m"])  # fmt: skip
+    ann = load_annotations(tmp_path / "3dpw_test.npz")
+    assert list(ann["gender"]) == ["m", "f", "f", "m"]
+    assert (ann["has_smpl"] == 1).all() and not bool(ann["has_part"]) and not bool(ann["has_S"])

@@ -110,3 +110,92 @@ def test_demo_missing_files(tmp_path, capsys):
 
     assert main(["--image", str(tmp_path / "no.jpg"), "--checkpoint", str(tmp_path)]) == 2
     assert "no.jpg" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["nan,1,20,30", "1,2,inf,30", "1,2,-5,30", "1,2,30,0"])
+def test_bbox_must_be_finite_and_positive(text):
+    with pytest.raises(ValueError, match="--bbox"):
+        parse_bbox(text)
+
+
+def test_bbox_must_overlap_the_image():
+    from hmr_fast.demo import check_bbox
+
+    assert check_bbox((10, 10, 5, 5), (100, 200)) == (10, 10, 5, 5)
+    for box in [(200, 10, 5, 5), (10, 100, 5, 5), (-6, 10, 5, 5), (10, -5, 5, 5)]:
+        with pytest.raises(ValueError, match="outside the 200x100 image"):
+            check_bbox(box, (100, 200))
+    with pytest.raises(ValueError, match="finite"):
+        crop_params((100, 200, 3), (float("nan"), 1.0, 2.0, 3.0))
+
+
+def test_decode_reduction_keeps_large_photos_small(tmp_path):
+    from hmr_fast.demo import MAX_DECODE_PIXELS, decode_reduction, image_hw
+
+    assert decode_reduction((3000, 4000)) == 1  # 12 MP: as it is
+    assert decode_reduction((6000, 8000)) == 2  # 48 MP -> 12 MP
+    assert decode_reduction((12000, 16000)) == 4
+    assert decode_reduction(None) == 8
+    for hw in [(6000, 8000), (9000, 9000), (30000, 30000)]:
+        r = decode_reduction(hw)
+        assert hw[0] * hw[1] / r**2 <= MAX_DECODE_PIXELS or r == 8
+    cv2.imwrite(str(tmp_path / "p.jpg"), np.zeros((37, 53, 3), np.uint8))
+    assert image_hw(tmp_path / "p.jpg") == (37, 53)
+    assert image_hw(tmp_path / "missing.jpg") is None
+
+
+def test_reduced_decode_gives_the_same_crop(tmp_path):
+    """A box in original pixels crops the same region from the 1/4 decode."""
+    from hmr_fast.data.augment import crop_matrix, warp_image
+    from hmr_fast.data.images import reduced_coords
+    from hmr_fast.demo import read_image
+
+    rng = np.random.default_rng(0)
+    h, w = 600, 800
+    yy, xx = np.mgrid[0:h, 0:w] / 800.0
+    img = np.stack([127 + 100 * np.sin(6 * (a * xx + b * yy)) for a, b in
+                    rng.uniform(-1, 1, (3, 2))], -1).astype(np.uint8)  # fmt: skip
+    cv2.imwrite(str(tmp_path / "p.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 98])
+    bbox = (300.0, 150.0, 240.0, 320.0)
+    full = read_image(tmp_path / "p.jpg")
+    small = read_image(tmp_path / "p.jpg", 4)
+    assert small.shape == (150, 200, 3)
+    c, s = crop_params(full.shape, bbox)
+    a = warp_image(full, crop_matrix(c, s, 64), 64).astype(float)
+    b = warp_image(small, crop_matrix(reduced_coords(c, 4), s / 4, 64), 64).astype(float)
+    assert np.abs(a - b).mean() < 3.0
+
+
+def test_demo_rejects_a_nan_box_and_a_truncated_photo(tiny_job, tmp_path, capsys):
+    from hmr_fast.demo import main
+
+    image = sorted((tiny_job / "synth_test" / "images").iterdir())[0]
+    out = tmp_path / "o"
+    assert main(["--image", str(image), "--bbox", "nan,5,30,50", "--checkpoint",
+                 str(tiny_job / "run"), "--out", str(out)]) == 2  # fmt: skip
+    assert "--bbox" in capsys.readouterr().err and not out.exists()
+    cut = tmp_path / "cut.jpg"
+    data = image.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    assert main(["--image", str(cut), "--checkpoint", str(tiny_job / "run"),
+                 "--out", str(out)]) == 2  # fmt: skip
+    assert "truncated" in capsys.readouterr().err and not out.exists()
+
+
+def test_demo_on_a_large_photo_decodes_it_reduced(tiny_job, tmp_path, monkeypatch):
+    import hmr_fast.demo as demo
+
+    monkeypatch.setattr(demo, "MAX_DECODE_PIXELS", 20_000)  # stands in for 12 MP
+    src = cv2.imread(str(sorted((tiny_job / "synth_test" / "images").iterdir())[0]))
+    big = cv2.resize(src, (src.shape[1] * 3, src.shape[0] * 3), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(tmp_path / "big.jpg"), big)
+    r = demo.decode_reduction(big.shape[:2])
+    assert r > 1
+    out = tmp_path / "o"
+    assert demo.main(["--image", str(tmp_path / "big.jpg"), "--checkpoint",
+                      str(tiny_job / "run"), "--out", str(out)]) == 0  # fmt: skip
+    png = cv2.imread(str(out / "big_mesh.png"))
+    assert png.shape[:2] == (-(-big.shape[0] // r), -(-big.shape[1] // r))
+    v, f = _read_obj(out / "big.obj")
+    assert np.isfinite(v).all() and v.shape == (6890, 3)
+    assert not list(out.glob(".*.tmp"))

@@ -80,29 +80,53 @@ def test_lsp_wrong_layout(tmp_path):
     assert main(["--format", "lsp", "--src", str(tmp_path), "--out", str(tmp_path / "o.npz")]) == 2
 
 
-def test_coco(tmp_path):
-    rng = np.random.default_rng()
-    images = [{"id": 7, "file_name": "a.jpg"}, {"id": 9, "file_name": "b.jpg"}]
+def _coco_ann(rng, k, image_id, n_body, crowd=0):
+    """A person annotation with ``n_body`` of the 12 body keypoints labelled (v in 1, 2)."""
+    kp = np.concatenate([rng.uniform(0, 500, (17, 2)), rng.integers(1, 3, (17, 1))], 1)
+    body = 5 + rng.permutation(12)
+    kp[body[n_body:], 2] = 0
+    kp[rng.integers(0, 5), 2] = 0  # a face keypoint unlabelled: it does not count
+    box = [float(v) for v in rng.uniform(10, 200, 4)]
+    return {"id": k, "image_id": image_id, "iscrowd": crowd, "bbox": box,
+            "keypoints": kp.ravel().tolist(), "num_keypoints": int((kp[:, 2] > 0).sum()),
+            "category_id": 1, "area": 100.0, "segmentation": []}, kp  # fmt: skip
+
+
+def _write_coco(path, images, anns):
+    cats = [{"id": 1, "name": "person", "keypoints": list(COCO_NAMES), "skeleton": []}]
+    path.write_text(json.dumps({"info": {}, "images": images, "annotations": anns,
+                                "categories": cats}))  # fmt: skip
+    return path
+
+
+IMAGES = [{"id": 7, "file_name": "a.jpg", "height": 480, "width": 640},
+          {"id": 9, "file_name": "b.jpg", "height": 480, "width": 640}]  # fmt: skip
+
+
+@pytest.mark.parametrize("min_kp", [None, "8"])
+def test_coco(tmp_path, min_kp, capsys):
+    rng = np.random.default_rng(0)
     anns, expected = [], []
-    for k in range(6):
-        kp = np.concatenate([rng.uniform(0, 500, (17, 2)), rng.integers(0, 3, (17, 1))], 1)
-        box = [float(v) for v in rng.uniform(10, 200, 4)]
-        crowd = int(k == 2)
-        if k == 3:
-            kp[:, 2] = 0
-        ann = {"id": k, "image_id": 7 if k % 2 else 9, "iscrowd": crowd, "bbox": box,
-               "keypoints": kp.ravel().tolist(), "num_keypoints": int((kp[:, 2] > 0).sum()),
-               "category_id": 1}  # fmt: skip
+    body_counts = [12, 12, 9, 12, 0, 7, 12, 8]
+    for k, nb in enumerate(body_counts):
+        ann, kp = _coco_ann(rng, k, 7 if k % 2 else 9, nb, crowd=int(k == 3))
+        if nb == 0:
+            kp[:, 2] = 0  # nothing labelled at all
+            ann["keypoints"] = kp.ravel().tolist()
         anns.append(ann)
-        if not crowd and (kp[:, 2] > 0).any():
+        need = 12 if min_kp is None else int(min_kp)
+        if k != 3 and nb >= need and (kp[:, 2] > 0).any():
             expected.append((ann, kp))
-    path = tmp_path / "person_keypoints_val2017.json"
-    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": []}))
+    path = _write_coco(tmp_path / "person_keypoints_val2017.json", IMAGES, anns)
     out = tmp_path / "coco.npz"
     argv = ["--format", "coco", "--src", str(path), "--out", str(out), "--image-prefix", "val/"]
-    assert main(argv) == 0
+    assert main(argv + ([] if min_kp is None else ["--min-keypoints", min_kp])) == 0
+    printed = capsys.readouterr().out
+    assert "1 crowd" in printed and "1 no_keypoints" in printed
+    too_few = sum(1 for k, nb in enumerate(body_counts) if k != 3 and 0 < nb < (int(min_kp or 12)))
+    assert f"{too_few} too_few_keypoints" in printed
     res = load_annotations(out)
-    assert len(res["imgname"]) == len(expected) == 4
+    assert len(res["imgname"]) == len(expected)
     for r, (ann, kp) in enumerate(expected):
         x, y, w, h = ann["bbox"]
         assert res["imgname"][r] == "val/" + ("a.jpg" if ann["image_id"] == 7 else "b.jpg")
@@ -115,3 +139,50 @@ def test_coco(tmp_path):
         # LSP-only joints stay unlabelled
         for name in ("neck", "head_top", "pelvis_mpii"):
             assert res["part"][r, J24_NAMES.index(name), 2] == 0
+
+
+def test_coco_malformed_annotations_are_counted_with_their_id(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    good, _ = _coco_ann(rng, 1, 7, 12)
+    short, _ = _coco_ann(rng, 2, 7, 12)
+    short["keypoints"] = short["keypoints"][:50]
+    nobox, _ = _coco_ann(rng, 3, 9, 12)
+    del nobox["bbox"]
+    flat, _ = _coco_ann(rng, 4, 9, 12)
+    flat["bbox"] = [10.0, 10.0, 0.0, 9.0]
+    orphan, _ = _coco_ann(rng, 5, 99, 12)
+    nokp, _ = _coco_ann(rng, 6, 9, 12)
+    del nokp["keypoints"]
+    path = _write_coco(tmp_path / "person_keypoints_x.json", IMAGES,
+                       [good, short, nobox, flat, orphan, nokp])  # fmt: skip
+    out = tmp_path / "o.npz"
+    assert main(["--format", "coco", "--src", str(path), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 1 rows" in printed
+    assert "2 malformed (e.g. annotation id 2" in printed
+    assert "2 bad_bbox (e.g. annotation id 3" in printed
+    assert "1 unknown_image (e.g. annotation id 5: image_id 99" in printed
+
+
+def test_coco_files_that_are_not_keypoint_files(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    ann, _ = _coco_ann(rng, 1, 7, 12)
+    del ann["keypoints"], ann["num_keypoints"]
+    inst = tmp_path / "instances_val2017.json"
+    inst.write_text(json.dumps({"images": IMAGES, "annotations": [ann], "categories": []}))
+    out = tmp_path / "o.npz"
+    assert main(["--format", "coco", "--src", str(inst), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "instances" in err and str(inst) in err and not out.exists()
+    broken = tmp_path / "person_keypoints_cut.json"
+    broken.write_text(inst.read_text()[:40])
+    assert main(["--format", "coco", "--src", str(broken), "--out", str(out)]) == 2
+    assert str(broken) in capsys.readouterr().err
+    # nothing kept: an error, not "wrote 0 rows"
+    few, _ = _coco_ann(rng, 2, 7, 5)
+    path = _write_coco(tmp_path / "person_keypoints_few.json", IMAGES, [few])
+    assert main(["--format", "coco", "--src", str(path), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "no row" in err and "1 too_few_keypoints" in err and not out.exists()
+    assert main(["--format", "coco", "--src", str(path), "--out", str(out),
+                 "--min-keypoints", "13"]) == 2  # fmt: skip

@@ -229,3 +229,66 @@ def test_ranges_time_blocks_and_submodules():
     assert r.totals["outer"] >= 0.01 and 0 <= r.totals["inner"] <= r.totals["outer"]
     r.reset()
     assert r.totals == {}
+
+
+def test_image_roots_apart_from_annotations(data, tmp_path, capsys):
+    """`import-data --out elsewhere` then `train --data X.npz --image-root R`: the images are
+    not next to the npz; with several datasets, one root each."""
+    from hmr_fast.data.formats import load_annotations, save_annotations
+
+    ann = load_annotations(data / "synth" / "annotations.npz")
+    keep = {k: v for k, v in ann.items() if k not in ("has_part", "has_S")}
+    ann_dir = tmp_path / "annotations"
+    a = save_annotations(ann_dir / "a.npz", **keep)
+    b = save_annotations(ann_dir / "b.npz", **{k: v[:8] for k, v in keep.items()})
+    out = tmp_path / "run"
+    args = _args(data, out, 1)
+    args[args.index("--data") + 1] = f"{a},{b}"
+    assert main(args) == 2  # images are not next to the npz files
+    err = capsys.readouterr().err
+    assert "--image-root" in err and str(ann_dir) in err
+    root = str(data / "synth")
+    shutil.rmtree(out, ignore_errors=True)
+    assert main(args + ["--image-root", f"{root},{root}"]) == 0
+    assert _metrics(out)[-1]["skipped"] == 0
+    shutil.rmtree(out)
+    assert main(args + ["--image-root", f"{root},{root},{root}"]) == 2
+    assert "one per entry" in capsys.readouterr().err
+    assert main(args + ["--image-root", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+def test_resume_names_the_checkpoint_it_skipped(data, tmp_path):
+    out = tmp_path / "run"
+    assert main(_args(data, out, 1)) == 0
+    bad = out / "checkpoints" / ckpt.checkpoint_name(2)
+    bad.write_bytes(b"\x80 a checkpoint cut short")
+    cfg = load_config(None, {"out": str(out), "data": [str(data / "synth")], "steps": 2,
+                             "mocap": str(data / "mocap.npz"), "device": "cpu",
+                             "backbone": "resnet18", "image_size": 64, "batch_size": 4,
+                             "workers": 0, "log_images_every": 0})  # fmt: skip
+    said = []
+    train(cfg, resume=True, progress=False, log=said.append)
+    skipped = [m for m in said if "skipped the newer checkpoint" in m]
+    assert len(skipped) == 1 and str(bad) in skipped[0]
+    assert any("resumed from" in m and ckpt.checkpoint_name(1) in m for m in said)
+
+
+def test_dataset_sources_pair_roots_and_caches_with_each_entry(data, tmp_path):
+    from hmr_fast.train.trainer import dataset_sources
+
+    synth = data / "synth"
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    shutil.copy(synth / "annotations.npz", a)
+    shutil.copy(synth / "annotations.npz", b)
+    cfg = load_config(None, {"data": [str(a), str(b)]})
+    assert dataset_sources(cfg) == [(a, tmp_path, None), (b, tmp_path, None)]
+    cfg = load_config(None, {"data": [str(a), str(b)], "image_root": str(synth),
+                             "image_cache": "auto"})  # fmt: skip
+    assert dataset_sources(cfg) == [(a, synth, "auto"), (b, synth, "auto")]
+    cfg = load_config(None, {"data": [str(a), str(b)], "image_root": f"{synth},{tmp_path}",
+                             "image_cache": "c1,"})  # fmt: skip
+    assert dataset_sources(cfg) == [(a, synth, "c1"), (b, tmp_path, None)]
+    cfg = load_config(None, {"data": [str(a), str(b)], "image_cache": "c1,c2,c3"})
+    with pytest.raises(ValueError, match="image_cache: give one value"):
+        dataset_sources(cfg)

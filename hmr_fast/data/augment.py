@@ -164,8 +164,17 @@ def augment_pose(pose: np.ndarray, params: AugParams) -> np.ndarray:
 
 
 def warp_image(image: np.ndarray, m: np.ndarray, image_size: int, interp=cv2.INTER_LINEAR):
-    """One ``cv2.warpAffine`` of ``image`` with ``m`` to (S, S), zero (black) outside."""
-    return cv2.warpAffine(
+    """``cv2.warpAffine`` of ``image`` with ``m`` to (S, S), zero (black) outside.
+
+    A mirrored ``m`` (a flip, negative determinant) is warped unmirrored and then mirrored:
+    OpenCV 4 rounds source coordinates to 1/32 pixel, so warping with the mirrored matrix
+    would differ from the exact mirror by a few grey levels at edges.
+    """
+    m = np.asarray(m, np.float64)
+    mirrored = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0] < 0
+    if mirrored:
+        m = np.array([[-1.0, 0.0, image_size - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack([m, [0, 0, 1]])
+    crop = cv2.warpAffine(
         image,
         m,
         (image_size, image_size),
@@ -173,6 +182,7 @@ def warp_image(image: np.ndarray, m: np.ndarray, image_size: int, interp=cv2.INT
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
+    return np.ascontiguousarray(crop[:, ::-1]) if mirrored else crop
 
 
 def normalize_image(rgb: np.ndarray, color=(1.0, 1.0, 1.0)) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Pre-cropped image cache: decode small crops instead of full photographs while training.
 
 ``hmr-fast cache-data --npz X.npz --image-root R [--out DIR] [--image-size 224] [--factor 1.25]``
-(``DIR`` defaults to ``X_cache/`` next to ``X.npz``, where ``KeypointDataset`` finds it.)
+(``DIR`` defaults to ``X_cache/`` next to ``X.npz``: ``KeypointDataset(cache_dir="auto")``,
+``hmr-fast train --set image_cache=auto`` and ``hmr-fast eval --image-cache auto`` use it.)
 
 For every row of the annotation npz the square box of side ``factor * 200 * scale`` around
 ``center`` (no jitter, no flip) is resampled to ``resolution = round(factor * image_size)``
@@ -10,18 +11,24 @@ holds ``cropname`` (N,) (``""`` where the source image could not be read), copie
 rows' ``center`` / ``scale`` (to detect a cache built from another npz), and the scalars
 ``factor`` and ``resolution``.
 
-``KeypointDataset(..., cache_dir=DIR)`` (or the default ``"auto"``) then reads the crop and
+``KeypointDataset(..., cache_dir=DIR)`` (or ``"auto"``; never implicitly) then reads the crop and
 re-expresses the row in the crop's pixels (``cached_row``): the person's box becomes the
 centred square of side ``resolution / factor``, keypoints are mapped with the same affine,
 and the augmentation runs unchanged, so a cached sample equals the uncached one up to JPEG
 loss and the second resampling. Augmentations that look beyond the cached margin (zoom below
 ``1 / factor``, large translations or rotations) see black instead of image content at the
 borders.
+
+Every crop and the index are written atomically (``hmr_fast.data.fileio``). The tool reports
+what it skipped per reason (unreadable or truncated source image, unusable centre/scale,
+failed write) and exits non-zero when it cached nothing or could not write a crop (a full
+disk, a read-only folder): a partial cache is lost output, not success.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -30,7 +37,9 @@ import cv2
 import numpy as np
 
 from hmr_fast.data.augment import crop_matrix, warp_image
-from hmr_fast.data.formats import load_annotations
+from hmr_fast.data.fileio import atomic_savez, atomic_write_bytes, read_npz
+from hmr_fast.data.formats import invalid_rows, load_annotations
+from hmr_fast.data.images import ImageReadError, read_image_bgr
 
 INDEX_NAME = "index.npz"
 
@@ -61,13 +70,18 @@ def load_cache_index(cache_dir: str | os.PathLike, ann: dict | None = None) -> d
     path = Path(cache_dir) / INDEX_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no cache index at {path} (build it with hmr-fast cache-data)")
-    with np.load(path, allow_pickle=False) as d:
-        index = {k: d[k] for k in d.files}
-    if ann is not None:
-        same = len(index["cropname"]) == len(ann["imgname"]) and np.allclose(
-            index["center"], ann["center"], atol=1e-3
+    index = read_npz(path, "cache index", "rebuild the cache with hmr-fast cache-data")
+    missing = [k for k in ("cropname", "center", "scale", "factor", "resolution") if k not in index]
+    if missing:
+        raise ValueError(
+            f"{path}: not a cache index (lacks {missing}); rebuild it with hmr-fast cache-data"
         )
-        same = same and np.allclose(index["scale"], ann["scale"], atol=1e-5)
+    if ann is not None:
+        # equal_nan: a row with a NaN centre is the same row (never cached) in both files.
+        same = len(index["cropname"]) == len(ann["imgname"]) and np.allclose(
+            index["center"], ann["center"], atol=1e-3, equal_nan=True
+        )
+        same = same and np.allclose(index["scale"], ann["scale"], atol=1e-5, equal_nan=True)
         if not same:
             raise ValueError(
                 f"cache {cache_dir} was built from different annotations "
@@ -78,12 +92,37 @@ def load_cache_index(cache_dir: str | os.PathLike, ann: dict | None = None) -> d
 
 
 def _crop_one(job):
+    """-> (row, None) when written, else (row, (reason, message))."""
     row, src, dst, center, scale, factor, resolution, quality = job
-    img = cv2.imread(src, cv2.IMREAD_COLOR)
-    if img is None or img.size == 0:
-        return row, False
+    try:
+        img = read_image_bgr(src)
+    except ImageReadError as exc:
+        return row, ("unreadable_images", str(exc))
     crop = warp_image(img, cache_matrix(center, scale, factor, resolution), resolution)
-    return row, bool(cv2.imwrite(dst, crop, [cv2.IMWRITE_JPEG_QUALITY, quality]))
+    ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:  # pragma: no cover - the JPEG encoder does not fail on a uint8 crop
+        return row, ("write_failed", f"{dst}: JPEG encoding failed")
+    try:
+        atomic_write_bytes(dst, buf.tobytes())
+    except OSError as exc:
+        return row, ("write_failed", f"{dst}: {exc.strerror or exc}")
+    return row, None
+
+
+def check_cache_args(image_root, image_size, factor, quality) -> None:
+    """ValueError / FileNotFoundError naming the argument, before any work."""
+    root = Path(image_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--image-root {root} is not a directory")
+    if int(image_size) <= 0:
+        raise ValueError(f"--image-size must be a positive number of pixels, got {image_size}")
+    if not (math.isfinite(factor) and factor >= 1.0):
+        raise ValueError(
+            f"--factor must be a finite number >= 1 (the margin kept around the crop), "
+            f"got {factor}"
+        )
+    if not 0 <= int(quality) <= 100:
+        raise ValueError(f"--quality must be a JPEG quality in 0..100, got {quality}")
 
 
 def build_cache(
@@ -96,13 +135,18 @@ def build_cache(
     workers: int = 1,
     progress: bool = True,
 ) -> dict:
-    """Write the crops and the index (see module docstring). Returns the index dict."""
+    """Write the crops and the index (see module docstring).
+
+    Returns the index dict plus ``skipped``: {reason: count} (``unreadable_images``,
+    ``invalid_rows``, ``write_failed``) and ``examples``: {reason: first message}.
+    """
+    check_cache_args(image_root, image_size, factor, quality)
     ann = load_annotations(npz_path)
     out = Path(out_dir)
     (out / "crops").mkdir(parents=True, exist_ok=True)
     resolution = int(round(factor * image_size))
     n = len(ann["imgname"])
-    finite = np.isfinite(ann["center"]).all(1) & np.isfinite(ann["scale"]) & (ann["scale"] > 0)
+    usable = ~invalid_rows(ann)
     jobs = [
         (
             i,
@@ -115,25 +159,32 @@ def build_cache(
             quality,
         )
         for i in range(n)
-        if finite[i]
+        if usable[i]
     ]
     names = np.full(n, "", dtype=object)
+    skipped = {"invalid_rows": int((~usable).sum()), "unreadable_images": 0, "write_failed": 0}
+    examples = {}
     from tqdm import tqdm
 
     bar = tqdm(total=len(jobs), desc="cache", unit="img", disable=not progress)
+
+    def record(row, failure):
+        if failure is None:
+            names[row] = f"crops/{row:07d}.jpg"
+        else:
+            skipped[failure[0]] += 1
+            examples.setdefault(failure[0], failure[1])
+        bar.update()
+
     if workers > 1:
         import multiprocessing as mp
 
         with mp.get_context("fork").Pool(workers) as pool:
-            results = pool.imap_unordered(_crop_one, jobs, chunksize=16)
-            for row, ok in results:
-                names[row] = f"crops/{row:07d}.jpg" if ok else ""
-                bar.update()
+            for row, failure in pool.imap_unordered(_crop_one, jobs, chunksize=16):
+                record(row, failure)
     else:
         for job in jobs:
-            row, ok = _crop_one(job)
-            names[row] = f"crops/{row:07d}.jpg" if ok else ""
-            bar.update()
+            record(*_crop_one(job))
     bar.close()
     index = {
         "cropname": names.astype(str),
@@ -142,8 +193,18 @@ def build_cache(
         "factor": np.float64(factor),
         "resolution": np.int64(resolution),
     }
-    np.savez(out / INDEX_NAME, **index)
-    return index
+    atomic_savez(out / INDEX_NAME, **index)
+    return {**index, "skipped": skipped, "examples": examples}
+
+
+def skip_report(skipped: dict, examples: dict) -> str:
+    """'2 unreadable_images (e.g. ...), 1 write_failed (e.g. ...)' for the non-zero counts."""
+    parts = []
+    for reason, count in skipped.items():
+        if count:
+            ex = examples.get(reason)
+            parts.append(f"{count} {reason}" + (f" (e.g. {ex})" if ex else ""))
+    return ", ".join(parts) if parts else "nothing"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,10 +224,21 @@ def main(argv: list[str] | None = None) -> int:
             args.workers,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
-        print(f"hmr-fast cache-data: {exc}", file=sys.stderr)
+        print(f"hmr-fast cache-data: error: {exc}", file=sys.stderr)
         return 2
-    failed = int((index["cropname"] == "").sum())
-    print(f"cached {len(index['cropname']) - failed} crops in {out} ({failed} unreadable)")
+    except OSError as exc:  # the index or the crops folder could not be written
+        print(f"hmr-fast cache-data: error: cannot write the cache: {exc}", file=sys.stderr)
+        return 1
+    cached = int((index["cropname"] != "").sum())
+    skipped = index["skipped"]
+    print(
+        f"cached {cached} of {len(index['cropname'])} crops in {out}; skipped: "
+        f"{skip_report(skipped, index['examples'])}"
+    )
+    if skipped["write_failed"] or cached == 0:
+        why = "crops could not be written" if skipped["write_failed"] else "nothing was cached"
+        print(f"hmr-fast cache-data: error: {why}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -12,21 +12,30 @@
 ``has_3d``      ()           float32 flag: the row has at least one valid 3D joint
 ``index``       ()           int64 npz row the sample came from (after substitution)
 ``skipped``     ()           int64 unreadable images met while producing this sample
+``image_ok``    ()           bool: False only with ``on_unreadable="skip"`` when the row's
+                             image could not be read (the item is then a black placeholder
+                             that must not be scored)
 ``center``      (2,)         float32 crop centre in the source image (un-augmented)
 ``scale``       ()           float32 crop scale (box side / 200)
 ``flip``        ()           float32 1 when the sample was mirrored
 ==============  ===========  =====================================================
 With ``return_masks=True`` also ``part_mask`` (S, S) uint8 (0 background, 1..6 LSP parts,
-mirrored labels swapped on flips), ``silhouette`` (S, S) uint8 (0/1) and ``has_mask`` ().
+mirrored labels swapped on flips), ``silhouette`` (S, S) uint8 (0/1), ``has_mask`` () and
+``mask_state`` () int64: 0 no mask listed for the row, 1 read, 2 listed but unreadable. Masks
+are read from ``mask_root`` (default: the image root; SPIN keeps LSP's in ``upi-s1h``).
 
 Bad data never stops a run:
 
-* rows with non-finite numbers (``formats.invalid_rows``) are dropped at construction and
-  counted in ``num_invalid_rows``;
-* an image that cannot be read (missing, corrupt, empty) is replaced by another row chosen
-  deterministically from the index, and counted: in the dataset object of the process that
-  read it (``image_failures``; with DataLoader workers each worker has its own copy) and in the
-  returned sample's ``skipped`` field, which is what a trainer should sum over batches;
+* non-finite labels are unlabelled joint by joint (``formats.clean_labels``), counted in
+  ``label_counts``; rows whose crop is unusable (``formats.invalid_rows``) are dropped at
+  construction and counted in ``num_invalid_rows``;
+* an image that cannot be read completely (missing, corrupt, empty, truncated: see
+  ``hmr_fast.data.images``) is, with ``on_unreadable="substitute"`` (training), replaced by
+  another row chosen deterministically from the index; with ``"skip"`` (evaluation) the item
+  is returned with ``image_ok`` False so that the caller leaves it out. Either way it is
+  counted: in the dataset object of the process that read it (``image_failures``; with
+  DataLoader workers each worker has its own copy) and in the returned sample's ``skipped``
+  field, which is what a caller should sum over batches;
 * ``report_skipped(image_failures=None)`` emits ONE warning summarising both counts (pass the
   summed ``skipped`` from the batches when using workers) and returns them.
 If ``max_retries`` consecutive substitutes fail too, a RuntimeError names an example path.
@@ -38,10 +47,10 @@ zoom), the image is read at 1/2, 1/4 or 1/8 size (``cv2.IMREAD_REDUCED_COLOR_*``
 scales in the DCT domain, faster and anti-aliased) and the row's coordinates are rescaled;
 ``reduced_decode=False`` always decodes full size.
 
-Pre-cropped cache (``hmr_fast.data.cache``): ``cache_dir="auto"`` (default) uses
-``<npz stem>_cache/`` next to the npz when it exists (where ``hmr-fast cache-data`` writes by
-default) and was built from the same rows; a path uses that cache (ValueError if it does not
-match); None never uses one.
+Pre-cropped cache (``hmr_fast.data.cache``), always explicit: ``cache_dir=None`` (default)
+reads the source images; a path uses that cache (ValueError if it was built from other rows);
+``"auto"`` uses ``<npz stem>_cache/`` next to the npz (where ``hmr-fast cache-data`` writes by
+default) and raises if it is missing or stale.
 
 Augmentation is reproducible: a sample's parameters come from an RNG keyed by
 ``(seed, epoch, index)``; call ``set_epoch`` before each epoch (DataLoader workers copy the
@@ -58,7 +67,6 @@ randomness lives in the index -> row map, which makes resuming at any index exac
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -80,42 +88,20 @@ from hmr_fast.data.augment import (
     transform_keypoints_3d,
     warp_image,
 )
-from hmr_fast.data.cache import INDEX_NAME, cached_row, default_cache_dir, load_cache_index
-from hmr_fast.data.formats import invalid_rows, load_annotations
+from hmr_fast.data.cache import cached_row, default_cache_dir, load_cache_index
+from hmr_fast.data.formats import clean_labels, invalid_rows, load_annotations
+from hmr_fast.data.images import (  # noqa: F401  (re-exported: the dataset's image API)
+    REDUCED_FLAGS,
+    ImageReadError,
+    read_image_bgr,
+    reduced_coords,
+)
 
 # Part labels swap sides when the image is mirrored (1 head, 2 torso, 3/4 arms, 5/6 legs).
 PART_FLIP = np.array([0, 1, 2, 4, 3, 6, 5], np.uint8)
 _SUBSTITUTE_STRIDE = 7919  # a prime: substitutes walk the whole index before repeating
-
-
-class ImageReadError(Exception):
-    """An image could not be decoded."""
-
-
-REDUCED_FLAGS = {
-    1: cv2.IMREAD_COLOR,
-    2: cv2.IMREAD_REDUCED_COLOR_2,
-    4: cv2.IMREAD_REDUCED_COLOR_4,
-    8: cv2.IMREAD_REDUCED_COLOR_8,
-}
-
-
-def read_image_bgr(path: str | os.PathLike, reduction: int = 1) -> np.ndarray:
-    """cv2.imread (IMREAD_COLOR, or IMREAD_REDUCED_COLOR_{2,4,8}: JPEGs are then decoded at
-    1/reduction size in the DCT domain) that raises ImageReadError instead of returning None."""
-    try:
-        img = cv2.imread(str(path), REDUCED_FLAGS[reduction])
-    except cv2.error as exc:  # pragma: no cover - depends on the codec
-        raise ImageReadError(f"{path}: {exc}") from exc
-    if img is None or img.size == 0:
-        raise ImageReadError(f"{path}: missing or not a decodable image")
-    return img
-
-
-def reduced_coords(points, reduction: int) -> np.ndarray:
-    """(..., 2) source pixel coords -> coords in the 1/reduction decode (``read_image_bgr``):
-    reduced pixel i covers source pixels [r i, r i + r), so its centre is r i + (r - 1) / 2."""
-    return (np.asarray(points, np.float64) + 0.5) / reduction - 0.5
+ON_UNREADABLE = ("substitute", "skip")
+MASK_NONE, MASK_OK, MASK_UNREADABLE = 0, 1, 2
 
 
 class KeypointDataset(Dataset):
@@ -128,16 +114,22 @@ class KeypointDataset(Dataset):
         image_size: int = 224,
         train: bool = True,
         aug: AugConfig | None = None,
-        cache_dir="auto",
+        cache_dir=None,
         seed: int = 0,
         return_masks: bool = False,
         max_retries: int = 20,
         reduced_decode: bool = True,
+        on_unreadable: str = "substitute",
+        mask_root=None,
     ):
         if int(image_size) <= 0:
             raise ValueError(f"image_size must be a positive int, got {image_size}")
+        if on_unreadable not in ON_UNREADABLE:
+            raise ValueError(f"on_unreadable must be one of {ON_UNREADABLE}, got {on_unreadable!r}")
         self.npz_path = str(npz_path)
         self.image_root = Path(image_root)
+        self.mask_root = Path(mask_root) if mask_root is not None else self.image_root
+        self.on_unreadable = on_unreadable
         self.image_size = int(image_size)
         self.train = bool(train)
         self.aug = aug if aug is not None else AugConfig()
@@ -146,25 +138,23 @@ class KeypointDataset(Dataset):
         self.max_retries = int(max_retries)
         self.reduced_decode = bool(reduced_decode)
         self.epoch = 0
-        ann = load_annotations(npz_path)
+        ann, self.label_counts = clean_labels(load_annotations(npz_path))
         bad = invalid_rows(ann)
         self.num_invalid_rows = int(bad.sum())
         self.rows = np.nonzero(~bad)[0]
         if len(self.rows) == 0:
-            raise ValueError(f"{npz_path}: no valid rows ({len(bad)} rows, all non-finite)")
+            raise ValueError(
+                f"{npz_path}: no usable rows ({len(bad)} rows, every centre/scale is "
+                "non-finite or scale <= 0)"
+            )
         self.ann = ann
         self.has_part = bool(ann["has_part"])
         self.has_S = bool(ann["has_S"])
         self.cache = None
-        if cache_dir == "auto":
-            auto = default_cache_dir(npz_path)
-            if (auto / INDEX_NAME).is_file():
-                try:
-                    self.cache = load_cache_index(auto, ann)
-                except ValueError as exc:  # stale cache: ignore it, loudly
-                    warnings.warn(f"ignoring the pre-cropped cache: {exc}", stacklevel=2)
-        elif cache_dir is not None:
-            self.cache = load_cache_index(cache_dir, ann)
+        if cache_dir is not None:
+            self.cache = load_cache_index(
+                default_cache_dir(npz_path) if cache_dir == "auto" else cache_dir, ann
+            )
         self.image_failures = 0
 
     def __len__(self) -> int:
@@ -211,13 +201,15 @@ class KeypointDataset(Dataset):
         return r
 
     def _read_mask(self, key: str, row: int, m: np.ndarray):
+        """-> (state MASK_NONE / MASK_OK / MASK_UNREADABLE, (S, S) uint8 mask or None)."""
         name = self.ann[key][row]
         if not name:
-            return None
-        mask = cv2.imread(str(self.image_root / name), cv2.IMREAD_GRAYSCALE)
-        if mask is None:
-            return None
-        return warp_image(mask, m, self.image_size, cv2.INTER_NEAREST)
+            return MASK_NONE, None
+        try:
+            mask = read_image_bgr(self.mask_root / name, gray=True)
+        except ImageReadError:
+            return MASK_UNREADABLE, None
+        return MASK_OK, warp_image(mask, m, self.image_size, cv2.INTER_NEAREST)
 
     def get(self, i: int, key) -> dict:
         """Item ``i`` (0..len-1) with augmentation drawn from an RNG keyed by ``key``."""
@@ -234,12 +226,23 @@ class KeypointDataset(Dataset):
                 skipped += 1
                 self.image_failures += 1
                 last_error = exc
+                if self.on_unreadable == "skip":
+                    return self._placeholder(row, key)
                 continue
             return self._make_item(img, center, scale, part, row, key, skipped)
         raise RuntimeError(
             f"{self.npz_path}: {skipped} images in a row could not be read (e.g. {last_error}); "
             f"check image_root={self.image_root}"
         )
+
+    def _placeholder(self, row: int, key) -> dict:
+        """The item of an unreadable row in "skip" mode: black, ``image_ok`` False."""
+        ann = self.ann
+        black = np.zeros((1, 1, 3), np.uint8)
+        item = self._make_item(black, ann["center"][row], float(ann["scale"][row]),
+                               ann["part"][row], row, key, 1)  # fmt: skip
+        item["image_ok"] = torch.tensor(False)
+        return item
 
     def _make_item(self, img, center, scale, part, row, key, skipped) -> dict:
         ann, size = self.ann, self.image_size
@@ -269,17 +272,21 @@ class KeypointDataset(Dataset):
             "center": torch.from_numpy(ann["center"][row].astype(np.float32)),
             "scale": torch.tensor(float(ann["scale"][row]), dtype=torch.float32),
             "flip": torch.tensor(float(params.flip), dtype=torch.float32),
+            "image_ok": torch.tensor(True),
         }
         if self.return_masks:
             # masks live in source-image pixels: use the source crop matrix
             ms = crop_matrix(ann["center"][row], float(ann["scale"][row]), size, params)
-            parts = self._read_mask("partname", row, ms)
-            sil = self._read_mask("maskname", row, ms)
+            parts_state, parts = self._read_mask("partname", row, ms)
+            sil_state, sil = self._read_mask("maskname", row, ms)
             if parts is not None and params.flip:
                 parts = PART_FLIP[np.minimum(parts, 6)]
             if sil is None and parts is not None:
                 sil = (parts > 0).astype(np.uint8)
             has = parts is not None or sil is not None
+            # A listed mask that cannot be read must be reported, not scored as absent.
+            state = max(parts_state, sil_state)
+            item["mask_state"] = torch.tensor(state, dtype=torch.int64)
             zeros = np.zeros((size, size), np.uint8)
             item["part_mask"] = torch.from_numpy(parts if parts is not None else zeros)
             item["silhouette"] = torch.from_numpy((sil if sil is not None else zeros) > 0)
@@ -288,20 +295,45 @@ class KeypointDataset(Dataset):
         return item
 
     def report_skipped(self, image_failures: int | None = None) -> dict:
-        """Emit ONE warning summarising dropped rows and unreadable images; return the counts.
+        """Emit ONE warning summarising what was dropped or unlabelled; return the counts.
 
         ``image_failures``: the total to report (e.g. the sum of the batches' ``skipped``
         when DataLoader workers did the reading); default: this process's own count.
         """
         failures = self.image_failures if image_failures is None else int(image_failures)
         counts = {"invalid_rows": self.num_invalid_rows, "image_failures": failures}
-        if self.num_invalid_rows or failures:
+        counts.update(self.label_counts)
+        if any(counts.values()):
+            fate = "replaced by other rows" if self.on_unreadable == "substitute" else "skipped"
             warnings.warn(
-                f"{self.npz_path}: dropped {self.num_invalid_rows} rows with non-finite values; "
-                f"{failures} unreadable images were replaced by other rows",
+                f"{self.npz_path}: dropped {self.num_invalid_rows} rows with a non-finite or "
+                f"non-positive centre/scale; {failures} unreadable images were {fate}; "
+                f"unlabelled {self.label_counts['invalid_joints_2d']} 2D and "
+                f"{self.label_counts['invalid_joints_3d']} 3D joints and "
+                f"{self.label_counts['invalid_smpl_rows']} SMPL rows with non-finite values",
                 stacklevel=2,
             )
         return counts
+
+
+def probe_image_root(dataset: KeypointDataset, sample: int = 20) -> None:
+    """Fail early, naming the folder, when none of ``sample`` rows spread over the dataset
+    has its image under the image root (the root is wrong), instead of failing later with
+    a run of unreadable images. A cache that holds the crops counts as found."""
+    n = len(dataset.rows)
+    rows = dataset.rows[np.unique(np.linspace(0, n - 1, min(n, sample)).astype(int))]
+    cache = dataset.cache
+    for row in rows:
+        if (dataset.image_root / dataset.ann["imgname"][row]).is_file():
+            return
+        if cache is not None and cache["cropname"][row]:
+            return
+    example = dataset.image_root / dataset.ann["imgname"][rows[0]]
+    raise FileNotFoundError(
+        f"{dataset.npz_path}: none of {len(rows)} sampled images is under the image root "
+        f"{dataset.image_root} (e.g. {example}); pass the folder imgname is relative to "
+        "with --image-root"
+    )
 
 
 class MixedDataset(Dataset):

@@ -11,13 +11,19 @@
   ``joints`` is 14 x 3 x 10000 with flag 1 = visible. All images are training images. The
   crop box is the extent of the visible joints (invisible ones are not reliably placed), or of
   all joints when fewer than two are visible.
-* ``coco``: SRC is a ``person_keypoints_*.json``. Crowd annotations and those without labelled
-  keypoints are skipped; the 17 keypoints go to J24 through ``COCO_TO_J24`` with flag
-  ``v > 0`` (labelled, visible or not); the crop box is the annotated ``bbox``. ``imgname`` is
-  ``--image-prefix`` + ``file_name`` (e.g. ``--image-prefix train2014/``).
+* ``coco``: SRC is a ``person_keypoints_*.json``. The 17 keypoints go to J24 through
+  ``COCO_TO_J24`` with flag ``v > 0`` (labelled, visible or not); the crop box is the annotated
+  ``bbox``. ``imgname`` is ``--image-prefix`` + ``file_name`` (e.g. ``--image-prefix
+  train2014/``). Skipped, and counted per reason: crowd annotations, people with fewer than
+  ``--min-keypoints`` labelled *body* keypoints (the 12 from the shoulders down; SPIN's
+  preprocessing keeps only people with all 12, the default), annotations whose ``bbox`` is
+  not 4 finite numbers with positive width and height, whose ``image_id`` is not in
+  ``images``, or that are malformed (no ``keypoints`` list of 51 numbers, ...), each with an
+  example annotation id. An *instances* json (no keypoints at all) is an error.
 
 Crop convention for all: ``center`` = box centre, ``scale = 1.2 * max(w, h) / 200``.
-Keypoint coordinates are copied as they are in the source files.
+Keypoint coordinates are copied as they are in the source files. The tool exits 1 when it
+wrote no row (or could not write the file), 2 for unusable input.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from hmr_fast.body.constants import COCO_TO_J24
 from hmr_fast.data.formats import NUM_KP, save_annotations
 
 SCALE_FACTOR = 1.2  # crop = 1.2 x the box, in units of 200 px
+COCO_BODY = slice(5, 17)  # shoulders, elbows, wrists, hips, knees, ankles
+COCO_MIN_BODY_KEYPOINTS = 12  # SPIN's preprocess/coco.py keeps people with all 12 labelled
 
 
 def box_to_center_scale(x0, y0, x1, y1, factor: float = SCALE_FACTOR):
@@ -94,41 +102,117 @@ def import_lsp(src: str | Path, split: str = "train", extended: bool = False) ->
     return {"imgname": imgname, "center": center, "scale": scale, "part": part}
 
 
-def import_coco(json_path: str | Path, image_prefix: str = "") -> dict:
-    """COCO person-keypoints json -> annotation dict (see module docstring)."""
-    json_path = Path(json_path)
+class Skips:
+    """Skipped records counted per reason, with the first example of each."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+        self.examples: dict[str, str] = {}
+
+    def add(self, reason: str, example: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        self.examples.setdefault(reason, example)
+
+    def report(self) -> str:
+        if not self.counts:
+            return "nothing"
+        return ", ".join(f"{n} {r} (e.g. {self.examples[r]})" for r, n in self.counts.items())
+
+
+def _read_coco(json_path: Path) -> dict:
+    """The parsed json, checked to be a COCO *keypoints* file. ValueError names the file."""
     if not json_path.is_file():
         raise FileNotFoundError(f"COCO annotation file not found: {json_path}")
-    with open(json_path, encoding="utf-8") as f:
-        coco = json.load(f)
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            coco = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"{json_path}: not valid JSON ({exc}); download or copy it again"
+        ) from None
+    if not isinstance(coco, dict):
+        raise ValueError(f"{json_path}: not a COCO annotation file (top level is not an object)")
     for key in ("images", "annotations"):
-        if key not in coco:
+        if not isinstance(coco.get(key), list):
             raise ValueError(f"{json_path}: not a COCO keypoints file (no {key!r} list)")
-    files = {img["id"]: img["file_name"] for img in coco["images"]}
+    anns = coco["annotations"]
+    if anns and not any(isinstance(a, dict) and "keypoints" in a for a in anns):
+        raise ValueError(
+            f"{json_path}: an instances file (no annotation has 'keypoints'); use the "
+            "person_keypoints_*.json of the same split"
+        )
+    return coco
+
+
+def _coco_record(ann, files: dict, min_keypoints: int):
+    """One annotation -> (file name, bbox (4,), keypoints (17, 3)) or (reason, message)."""
+    if not isinstance(ann, dict):
+        return "malformed", f"annotation {ann!r:.40}: not an object"
+    aid = ann.get("id", "?")
+    if ann.get("iscrowd", 0):
+        return "crowd", f"annotation id {aid}"
+    try:
+        kps = np.asarray(ann["keypoints"], np.float64)
+    except KeyError:
+        return "malformed", f"annotation id {aid}: no 'keypoints'"
+    except (TypeError, ValueError):
+        return "malformed", f"annotation id {aid}: 'keypoints' is not a list of numbers"
+    if kps.shape != (51,) or not np.isfinite(kps).all():
+        return "malformed", f"annotation id {aid}: 'keypoints' must be 51 finite numbers"
+    kps = kps.reshape(17, 3)
+    body = int((kps[COCO_BODY, 2] > 0).sum())
+    if not (kps[:, 2] > 0).any():
+        return "no_keypoints", f"annotation id {aid}"
+    if body < min_keypoints:
+        return "too_few_keypoints", f"annotation id {aid}: {body} of 12 body keypoints labelled"
+    if ann.get("image_id") not in files:
+        return "unknown_image", f"annotation id {aid}: image_id {ann.get('image_id')!r}"
+    try:
+        box = np.asarray(ann["bbox"], np.float64)
+    except (KeyError, TypeError, ValueError):
+        box = np.zeros(0)
+    if box.shape != (4,) or not np.isfinite(box).all() or (box[2:] <= 0).any():
+        return "bad_bbox", f"annotation id {aid}: bbox {ann.get('bbox')!r}"
+    return files[ann["image_id"]], box, kps
+
+
+def import_coco(
+    json_path: str | Path, image_prefix: str = "", min_keypoints: int = COCO_MIN_BODY_KEYPOINTS
+) -> tuple[dict, Skips]:
+    """COCO person-keypoints json -> (annotation dict, what was skipped) (module docstring)."""
+    json_path = Path(json_path)
+    if not 0 <= int(min_keypoints) <= 12:
+        raise ValueError(f"--min-keypoints must be in 0..12 (body keypoints), got {min_keypoints}")
+    coco = _read_coco(json_path)
+    files = {}
+    for img in coco["images"]:
+        if isinstance(img, dict) and "id" in img and isinstance(img.get("file_name"), str):
+            files[img["id"]] = img["file_name"]
+    skips = Skips()
     names, boxes, parts = [], [], []
     for ann in coco["annotations"]:
-        kps = ann.get("keypoints")
-        if ann.get("iscrowd", 0) or not kps or ann.get("num_keypoints", 1) == 0:
+        rec = _coco_record(ann, files, int(min_keypoints))
+        if len(rec) == 2:
+            skips.add(*rec)
             continue
-        kps = np.asarray(kps, np.float64).reshape(17, 3)
-        if not (kps[:, 2] > 0).any():
-            continue
+        name, box, kps = rec
         part = np.zeros((NUM_KP, 3), np.float32)
         part[list(COCO_TO_J24), :2] = kps[:, :2]
         part[list(COCO_TO_J24), 2] = kps[:, 2] > 0
-        names.append(image_prefix + files[ann["image_id"]])
-        boxes.append(ann["bbox"])
+        names.append(image_prefix + name)
+        boxes.append(box)
         parts.append(part)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     center, scale = box_to_center_scale(
         boxes[:, 0], boxes[:, 1], boxes[:, 0] + boxes[:, 2], boxes[:, 1] + boxes[:, 3]
     )
-    return {
+    ann = {
         "imgname": np.asarray(names, dtype=str),
         "center": center,
         "scale": scale,
         "part": np.asarray(parts, np.float32).reshape(-1, NUM_KP, 3),
     }
+    return ann, skips
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,17 +222,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--split", default="train", choices=["train", "test"], help="LSP only")
     p.add_argument("--image-prefix", default="", help="COCO only: prefix for file_name")
+    p.add_argument(
+        "--min-keypoints",
+        type=int,
+        default=COCO_MIN_BODY_KEYPOINTS,
+        help="COCO only: keep people with at least this many of the 12 body keypoints "
+        "labelled (default 12, SPIN's rule)",
+    )
     args = p.parse_args(argv)
+    skips = Skips()
     try:
         if args.format == "coco":
-            ann = import_coco(args.src, args.image_prefix)
+            ann, skips = import_coco(args.src, args.image_prefix, args.min_keypoints)
         else:
             ann = import_lsp(args.src, args.split, extended=args.format == "lsp-extended")
     except (FileNotFoundError, ValueError) as exc:
-        print(f"hmr-fast import-data: {exc}", file=sys.stderr)
+        print(f"hmr-fast import-data: error: {exc}", file=sys.stderr)
         return 2
-    path = save_annotations(args.out, **ann)
-    print(f"wrote {len(ann['imgname'])} rows to {path}")
+    n = len(ann["imgname"])
+    if n == 0:
+        print(
+            f"hmr-fast import-data: error: no row to write from {args.src}; skipped: "
+            f"{skips.report()}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        path = save_annotations(args.out, **ann)
+    except OSError as exc:
+        print(f"hmr-fast import-data: error: cannot write {args.out}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {n} rows to {path}; skipped: {skips.report()}")
     return 0
 
 

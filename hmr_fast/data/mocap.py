@@ -21,26 +21,23 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hmr_fast.data.fileio import read_npz
+
 
 def load_mocap(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """One mocap npz -> (pose (N, 72), betas (N, 10)) float32. ValueError naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"mocap file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            keys = set(data.files)
-            if {"pose", "shape"} <= keys:
-                pose, betas = data["pose"], data["shape"]
-            elif {"poses", "betas"} <= keys:
-                pose, betas = data["poses"], data["betas"]
-            else:
-                raise ValueError(
-                    f"{path}: a mocap file needs 'pose' + 'shape' (mosh) or 'poses' + 'betas' "
-                    f"(AMASS); it has {sorted(keys)}"
-                )
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"{path}: not a readable .npz file ({exc})") from exc
+    data = read_npz(path, "mocap file", "download or copy it again (or hmr-fast synth-mocap)")
+    keys = set(data)
+    if {"pose", "shape"} <= keys:
+        pose, betas = data["pose"], data["shape"]
+    elif {"poses", "betas"} <= keys:
+        pose, betas = data["poses"], data["betas"]
+    else:
+        raise ValueError(
+            f"{path}: a mocap file needs 'pose' + 'shape' (mosh) or 'poses' + 'betas' "
+            f"(AMASS); it has {sorted(keys)}"
+        )
     pose = np.asarray(pose, np.float32)
     betas = np.asarray(betas, np.float32)
     if pose.ndim != 2 or pose.shape[1] < 72:

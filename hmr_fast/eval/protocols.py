@@ -1,27 +1,67 @@
-"""Evaluation protocols: Human3.6M P1 / P2, MPI-INF-3DHP, LSP part segmentation, synthetic.
+"""Evaluation protocols: Human3.6M P1 / P2, MPI-INF-3DHP, 3DPW, LSP part segmentation, synthetic.
 
-All 3D protocols work on the 14 LSP joints of the model (``keypoints_3d[:, :14]``) and the
-dataset's ``keypoints_3d`` (14, 4), in millimetres, each skeleton translated so that its pelvis
-(the midpoint of the hips) is at the origin. A sample counts when all 14 ground-truth joints
-are valid.
+They run unchanged on SPIN's preprocessed test files (``h36m_valid_protocol1.npz``,
+``h36m_valid_protocol2.npz``, ``mpi_inf_3dhp_test.npz``, ``3dpw_test.npz``) and on any npz of
+the same format. Every result states what it measured: ``joint_set``, ``predicted_joints``,
+``root_alignment``, ``num_samples`` (scored) and ``skipped_<reason>`` counts for the rows that
+were not scored. Zero scored samples is an error (:class:`NoSamplesError`), never NaN.
 
-* ``h36m-p1``: every row (the test npz holds S9 and S11, all cameras): MPJPE and PA-MPJPE.
-* ``h36m-p2``: the frontal camera only (camera index 3, id 60457274, the 4th camera in
-  H3.6M's order), chosen by an optional ``camera`` field (3 or 60457274) or the image name,
-  reported after Procrustes alignment (PA-MPJPE; MPJPE is printed too).
-* ``3dhp``: PCK at 150 mm and AUC over 0..150 mm (31 thresholds), before and after rigid
-  (similarity) alignment; MPJPE / PA-MPJPE too.
+Joints (all distances in mm, per sample, then averaged)
+--------------------------------------------------------
+* Ground truth of H3.6M / 3DHP files is the ``S`` array (J24 order). SPIN's test files hold
+  the 17 H3.6M joints only: no LSP head-top (J24 13), the head is J24 18. They are scored on
+  SPIN's subsets, ``J24_TO_J14`` = J24 [0..12, 18] (H3.6M, and 3DHP without a 17-joint
+  predictor) and ``J24_TO_J17`` = [0..12, 18, 14, 16, 17] (3DHP). A file without any J24 18
+  label but with head-tops (LSP-style files such as ``hmr-fast synth`` output) is scored on
+  the 14 LSP joints J24 [0..13] instead, and ``joint_set`` says so.
+* Predictions: by default HMR's 14 LSP keypoints (``keypoints_3d[:, :14]``, the model's
+  keypoint regressor), compared with the 14-joint set (joint 13 is then the predicted head-top
+  against the H3.6M head, as in HMR's evaluation). With ``joint_regressor`` (SPIN's
+  ``J_regressor_h36m.npy``, (17, 6890)) the 17 H3.6M joints are regressed from the predicted
+  mesh and mapped with SPIN's ``H36M_TO_J14`` / ``H36M_TO_J17``: exactly SPIN's protocol,
+  including the 17 joints of 3DHP.
+* Root alignment: without ``joint_regressor`` each skeleton is translated so that the midpoint
+  of its hips (joints 2 and 3 of every set) is at the origin (HMR's protocol); with it, so that
+  its H3.6M pelvis is (regressor joint 0; J24 14 of the ground truth), as SPIN does.
+* A sample is scored when every ground-truth joint of the set (and the pelvis it is aligned
+  with) is valid; other rows are counted in ``skipped_incomplete_ground_truth``.
+
+Protocols
+---------
+* ``h36m-p1``: every row (S9 and S11, all cameras): MPJPE and PA-MPJPE.
+* ``h36m-p2``: the frontal camera only, chosen by its id 60457274 whatever the naming: a
+  ``camera`` field (the id, or an index: 0-based when the column holds a 0, 1-based when it
+  holds a 4), or the image name (the id, as in SPIN's ``S9_Walking.60457274_000001.jpg``, or
+  1-based ``ca_04`` as in H36M-Toolbox names). Reported after Procrustes alignment (PA-MPJPE;
+  MPJPE too). SPIN's ``h36m_valid_protocol2.npz`` holds frontal rows only already.
+* ``3dhp``: PCK at 150 mm and AUC over 0..150 mm (31 thresholds), before and after similarity
+  alignment; MPJPE / PA-MPJPE too.
+* ``3dpw``: the ground truth comes from ``pose`` / ``shape`` through the SMPL model of each
+  row's ``gender`` (``m`` / ``f``), built with ``hmr_fast.SMPL(smpl_dir, gender=...)``: the
+  user's gendered SMPL files (``smpl_dir`` or ``$HMR_FAST_SMPL_DIR``), else the embedded
+  procedural body (which has no genders; ``gt_body`` says which was used). Its joints are
+  regressed from the ground-truth mesh with the same regressor as the prediction's. MPJPE,
+  PA-MPJPE and PVE: the mean per-vertex distance after translating each mesh by its own
+  root (the root of ``root_alignment``; no rotation or scale), as PARE / 4D-Humans report it.
 * ``lsp-seg``: the predicted mesh is rendered in the crop with each vertex labelled by its
   body part (``render.vertex_part_labels``) and compared with the part masks (``partname``)
-  and silhouettes: accuracy and macro F1 over the 6 parts + background, and accuracy and F1
-  for foreground / background.
-* ``synth``: like ``h36m-p1`` plus the same errors of the mean-pose baseline (the model's
-  initial Theta_0 for every sample), for held-out synthetic sets.
+  and silhouettes (``maskname``), read from the mask root: accuracy and macro F1 over the 6
+  parts + background, and accuracy and F1 for foreground / background. Rows without a mask
+  and rows whose listed mask cannot be read are counted, not silently dropped.
+* ``synth``: like ``h36m-p1`` on the 14 LSP joints, plus the same errors of the mean-pose
+  baseline (the model's initial Theta_0 for every sample), for held-out synthetic sets.
+
+Unreadable or truncated images are skipped and counted (``skipped_unreadable_images``) with
+any number of DataLoader workers: the dataset is read in its ``on_unreadable="skip"`` mode, so
+no other row stands in for them.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,51 +69,156 @@ import torch
 from hmr_fast.body.constants import LSP_LEFT_HIP, LSP_RIGHT_HIP
 from hmr_fast.eval.metrics import auc, mpjpe, pa_mpjpe, pck, procrustes_align
 
-PROTOCOLS = ("h36m-p1", "h36m-p2", "3dhp", "lsp-seg", "synth")
-H36M_FRONTAL_CAMERA_ID = "60457274"
-H36M_FRONTAL_CAMERA_INDEX = 3
+PROTOCOLS = ("h36m-p1", "h36m-p2", "3dhp", "3dpw", "lsp-seg", "synth")
 NUM_PART_LABELS = 7  # background + 6 parts
+
+# SPIN's joint subsets (its constants.py): J24 indices of the ground truth, and indices into the
+# 17 joints of J_regressor_h36m for predictions regressed from the mesh.
+J24_TO_J17 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 18, 14, 16, 17)
+J24_TO_J14 = J24_TO_J17[:14]
+LSP14 = tuple(range(14))  # J24 0..13 = HMR's 14 LSP keypoints (head-top at 13)
+H36M_TO_J17 = (6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10, 0, 7, 9)
+H36M_TO_J14 = H36M_TO_J17[:14]
+H36M_PELVIS = 0  # pelvis among the 17 H3.6M joints
+J24_H36M_HEAD = 18
+J24_H36M_PELVIS = 14  # where SPIN's files store the H3.6M pelvis
+NUM_H36M_JOINTS = 17
+
+# H3.6M's four cameras in its own order (0-based index = position; 1-based names add one).
+H36M_CAMERA_IDS = ("54138969", "55011271", "58860488", "60457274")
+H36M_FRONTAL_CAMERA_ID = "60457274"
+_CAMERA_ID_RE = re.compile("|".join(H36M_CAMERA_IDS))
+_CA_RE = re.compile(r"ca_0?([1-4])(?!\d)", re.I)  # H36M-Toolbox names: 1-based
+
+GENDERS = {"m": "male", "male": "male", "f": "female", "female": "female",
+           "n": "neutral", "neutral": "neutral"}  # fmt: skip
+
+
+class NoSamplesError(ValueError):
+    """A protocol found nothing it could score."""
+
+
+@dataclass(frozen=True)
+class JointSpec:
+    """What a 3D protocol compares.
+
+    gt: J24 indices of the ground truth (empty for 3DPW, whose joints come from the mesh);
+    pred: indices into the predictor's joints (HMR's 19 keypoints or the 17 H3.6M joints);
+    h36m: True when predictions come from ``joint_regressor`` (root = H3.6M pelvis), False
+    for HMR's keypoints (root = hip midpoint).
+    """
+
+    gt: tuple
+    pred: tuple
+    h36m: bool
+    joint_set: str
+
+    @property
+    def root_alignment(self) -> str:
+        if self.h36m:
+            return "H3.6M pelvis at the origin (regressor joint 0; ground truth J24 14)"
+        return "pelvis = midpoint of the hips (joints 2, 3) at the origin, both skeletons"
+
+    @property
+    def predicted_joints(self) -> str:
+        if self.h36m:
+            return "J_regressor_h36m (17 joints) on the predicted mesh, SPIN's H36M_TO_J*"
+        return "HMR keypoint regressor, 14 LSP keypoints"
+
+
+def _set_name(gt: tuple) -> str:
+    names = {
+        J24_TO_J14: "14 joints: J24 [0..12, 18] (SPIN's J24_TO_J14; head = H3.6M head)",
+        J24_TO_J17: "17 joints: J24 [0..12, 18, 14, 16, 17] (SPIN's J24_TO_J17)",
+        LSP14: "14 LSP joints: J24 [0..13] (head = LSP head-top)",
+    }
+    return names[gt]
+
+
+def joint_spec(protocol: str, ann: dict | None, h36m_regressor: bool) -> JointSpec:
+    """The joint sets of a 3D protocol (module docstring) for a file's ground truth."""
+    if protocol == "synth" and h36m_regressor:
+        raise ValueError(
+            "synth is scored on HMR's 14 LSP keypoints; --joint-regressor applies to "
+            "h36m-p1, h36m-p2, 3dhp and 3dpw"
+        )
+    pred14 = H36M_TO_J14 if h36m_regressor else LSP14
+    if protocol == "3dpw":
+        name = "14 joints regressed from both meshes: " + (
+            "H3.6M J14 (SPIN's H36M_TO_J14)" if h36m_regressor else "HMR's 14 LSP keypoints"
+        )
+        return JointSpec((), pred14, h36m_regressor, name)
+    if protocol == "synth":
+        return JointSpec(LSP14, LSP14, False, _set_name(LSP14))
+    if protocol == "3dhp" and h36m_regressor:
+        return JointSpec(J24_TO_J17, H36M_TO_J17, True, _set_name(J24_TO_J17))
+    labelled = np.asarray(ann["S"])[..., 3] > 0 if ann is not None else np.zeros((0, 24), bool)
+    has_h36m_head = bool(labelled[:, J24_H36M_HEAD].any())
+    has_head_top = bool(labelled[:, 13].any())
+    gt = J24_TO_J14 if has_h36m_head or not has_head_top else LSP14
+    name = _set_name(gt)
+    if protocol == "3dhp":
+        name += "; the 17-joint set needs --joint-regressor (J_regressor_h36m.npy)"
+    return JointSpec(gt, pred14, h36m_regressor, name)
+
+
+def load_joint_regressor(path, num_vertices: int) -> torch.Tensor:
+    """SPIN's ``J_regressor_h36m.npy``: (17, num_vertices) float32. ValueError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--joint-regressor: file not found: {path}")
+    try:
+        reg = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(
+            f"--joint-regressor {path}: not a readable .npy array ({exc}); expected SPIN's "
+            f"J_regressor_h36m.npy ({NUM_H36M_JOINTS}, {num_vertices})"
+        ) from None
+    if reg.shape != (NUM_H36M_JOINTS, num_vertices) or not np.isfinite(reg).all():
+        raise ValueError(
+            f"--joint-regressor {path}: expected a finite ({NUM_H36M_JOINTS}, {num_vertices}) "
+            f"array (SPIN's J_regressor_h36m.npy), got shape {reg.shape}"
+        )
+    return torch.from_numpy(np.asarray(reg, np.float32))
+
+
+# ---- geometry -------------------------------------------------------------------------------
+
+
+def hip_midpoint(joints):
+    """(N, J, 3) joints of any set starting with the LSP joints -> (N, 3) hip midpoint."""
+    return (joints[:, LSP_LEFT_HIP] + joints[:, LSP_RIGHT_HIP]) / 2
 
 
 def pelvis_align(joints):
-    """Subtract the hip midpoint. joints (N, 14, 3) (LSP order) -> (N, 14, 3)."""
-    pelvis = (joints[:, LSP_LEFT_HIP] + joints[:, LSP_RIGHT_HIP]) / 2
-    return joints - pelvis[:, None]
+    """Subtract the hip midpoint. joints (N, J, 3) (LSP order first) -> (N, J, 3)."""
+    return joints - hip_midpoint(joints)[:, None]
 
 
-def frontal_camera_rows(ann: dict) -> np.ndarray:
-    """(N,) bool: rows from H3.6M's frontal camera (protocol 2).
-
-    Uses ``camera`` (index 3 or id 60457274) when the npz has it, else the image name
-    (``..._60457274_...`` / ``.60457274.``, or ``cam3`` / ``ca_03`` style names).
-    """
-    if "camera" in ann:
-        cam = np.asarray(ann["camera"]).astype(str)
-        return (cam == str(H36M_FRONTAL_CAMERA_INDEX)) | (cam == H36M_FRONTAL_CAMERA_ID)
-    names = np.asarray(ann["imgname"]).astype(str)
-    pattern = re.compile(rf"{H36M_FRONTAL_CAMERA_ID}|cam_?0?3(?!\d)|ca_0?3(?!\d)", re.I)
-    rows = np.array([bool(pattern.search(n)) for n in names])
-    if not rows.any():
-        raise ValueError(
-            "h36m-p2 needs the camera of each row: add a 'camera' field (3 or 60457274) to the "
-            "npz, or image names containing the camera id 60457274"
-        )
-    return rows
-
-
-def joint_errors_mm(pred_m: np.ndarray, gt: np.ndarray) -> dict:
+def joint_errors_mm(pred_m, gt, pred_root=None, gt_root=None) -> dict:
     """Per-sample MPJPE / PA-MPJPE / PCK / AUC in mm.
 
     Args:
-        pred_m: (N, 14, 3) predicted joints, metres.
-        gt: (N, 14, 4) ground-truth joints, metres + validity.
+        pred_m: (N, J, 3) predicted joints, metres.
+        gt: (N, J, 4) ground-truth joints, metres + validity.
+        pred_root, gt_root: (N, 3) metres, the points moved to the origin; None = the hip
+            midpoint of each skeleton.
     Returns:
-        dict of (M,) arrays over the M samples whose 14 joints are all valid, plus
-        ``valid`` (N,) bool.
+        dict of (M,) arrays over the M samples whose J joints (and root) are all valid and
+        finite, plus ``valid`` (N,) bool.
     """
-    valid = (gt[..., 3] > 0).all(1)
-    p = pelvis_align(np.asarray(pred_m, np.float64)[valid] * 1000.0)
-    g = pelvis_align(np.asarray(gt[valid, :, :3], np.float64) * 1000.0)
+    pred_m = np.asarray(pred_m, np.float64)
+    gt = np.asarray(gt, np.float64)
+    valid = (gt[..., 3] > 0).all(1) & np.isfinite(gt[..., :3]).all((1, 2))
+    if gt_root is not None:
+        valid &= np.isfinite(gt_root).all(1)
+    p = pred_m[valid] * 1000.0
+    g = gt[valid, :, :3] * 1000.0
+    if pred_root is None:
+        p, g = pelvis_align(p), pelvis_align(g)
+    else:
+        p = p - np.asarray(pred_root, np.float64)[valid][:, None] * 1000.0
+        g = g - np.asarray(gt_root, np.float64)[valid][:, None] * 1000.0
     out = {"valid": valid}
     if len(p) == 0:
         return out
@@ -89,8 +234,17 @@ def joint_errors_mm(pred_m: np.ndarray, gt: np.ndarray) -> dict:
     return out
 
 
+def vertex_errors_mm(pred_v, pred_root, gt_v, gt_root) -> np.ndarray:
+    """PVE: (B,) mean per-vertex distance in mm of root-translated meshes.
+
+    pred_v, gt_v: (B, V, 3) metres; pred_root, gt_root: (B, 3) metres.
+    """
+    d = (pred_v - pred_root[:, None]) - (gt_v - gt_root[:, None])
+    return 1000.0 * torch.linalg.vector_norm(d.double(), dim=-1).mean(-1).cpu().numpy()
+
+
 def summarize_3d(errors: dict, keys) -> dict:
-    """Means of the per-sample arrays (mm; PCK/AUC as percentages)."""
+    """Means of the per-sample arrays (mm; PCK/AUC as percentages); NaN only when empty."""
     n = int(len(errors.get("mpjpe", [])))
     res = {"num_samples": n}
     for k in keys:
@@ -100,6 +254,117 @@ def summarize_3d(errors: dict, keys) -> dict:
         v = float(np.mean(errors[k]))
         res[k] = 100.0 * v if k.endswith(("pck", "auc")) else v
     return res
+
+
+# ---- row selection --------------------------------------------------------------------------
+
+
+def _camera_from_column(values: np.ndarray) -> np.ndarray:
+    """(N,) camera ids from a ``camera`` column of ids or 0-/1-based indices."""
+    vals = np.char.strip(np.asarray(values).astype(str))
+    out = np.full(len(vals), "", dtype=object)
+    is_id = np.isin(vals, H36M_CAMERA_IDS)
+    out[is_id] = vals[is_id]
+    idx = np.array([int(float(v)) if re.fullmatch(r"\d+(\.0*)?", v) else -1 for v in vals])
+    small = ~is_id & (idx >= 0) & (idx <= 4)
+    present = set(idx[small].tolist())
+    if small.any():
+        if 0 in present and 4 in present:
+            raise ValueError(
+                "h36m-p2: the 'camera' column holds both 0 and 4, so it is neither 0-based nor "
+                "1-based; store the camera ids (54138969, 55011271, 58860488, 60457274)"
+            )
+        if 0 not in present and 4 not in present:
+            raise ValueError(
+                f"h36m-p2: the 'camera' column holds only {sorted(present)}: cannot tell "
+                "0-based from 1-based numbering; store the camera ids (60457274 is frontal)"
+            )
+        base = 0 if 0 in present else 1
+        out[small] = np.asarray(H36M_CAMERA_IDS, dtype=object)[idx[small] - base]
+    return out
+
+
+def _camera_from_name(name: str) -> str:
+    m = _CAMERA_ID_RE.search(name)
+    if m:
+        return m.group(0)
+    m = _CA_RE.search(name)
+    return H36M_CAMERA_IDS[int(m.group(1)) - 1] if m else ""
+
+
+def row_cameras(ann: dict) -> np.ndarray:
+    """(N,) H3.6M camera id of every row ("" where unknown): the ``camera`` field, else the
+    image name (see the module docstring)."""
+    if "camera" in ann:
+        return _camera_from_column(ann["camera"])
+    return np.array([_camera_from_name(str(n)) for n in ann["imgname"]], dtype=object)
+
+
+def known_cameras(ann: dict) -> np.ndarray:
+    """``row_cameras``, raising ValueError when no row's camera can be told."""
+    cams = row_cameras(ann)
+    if not (cams != "").any():
+        raise ValueError(
+            "h36m-p2 needs the camera of each row: add a 'camera' field (the id 60457274, or "
+            "the camera index) to the npz, or image names containing the camera id "
+            "(..._60457274_...) or a 1-based 'ca_04'"
+        )
+    return cams
+
+
+def frontal_camera_rows(ann: dict) -> np.ndarray:
+    """(N,) bool: rows from H3.6M's frontal camera 60457274 (protocol 2)."""
+    return known_cameras(ann) == H36M_FRONTAL_CAMERA_ID
+
+
+def row_genders(ann: dict) -> np.ndarray:
+    """(N,) 'male' / 'female' / 'neutral' from the ``gender`` field, "" where not understood."""
+    vals = np.char.lower(np.char.strip(np.asarray(ann["gender"]).astype(str)))
+    if not (vals != "").any():
+        raise ValueError(
+            "3dpw needs the gender of every row ('gender': 'm' / 'f', as in SPIN's "
+            "3dpw_test.npz): the ground truth comes from the gendered SMPL model"
+        )
+    return np.array([GENDERS.get(v, "") for v in vals], dtype=object)
+
+
+def select_rows(protocol: str, dataset, spec: JointSpec | None, max_samples=None):
+    """Dataset positions a protocol can score, and {reason: count} of the rows it cannot.
+
+    Rows are left out before the model runs: other cameras (``h36m-p2``), incomplete ground
+    truth, no SMPL label or unknown gender (``3dpw``), no mask listed (``lsp-seg``).
+    """
+    n = len(dataset) if max_samples is None else min(len(dataset), int(max_samples))
+    rows = np.asarray(dataset.rows[:n])
+    ann = dataset.ann
+    keep = np.ones(n, bool)
+    skipped = {}
+
+    def drop(reason, mask):
+        mask = mask & keep
+        if mask.any():
+            skipped[reason] = skipped.get(reason, 0) + int(mask.sum())
+        keep[mask] = False
+
+    if protocol == "h36m-p2":
+        cams = known_cameras(ann)
+        drop("unknown_camera", cams[rows] == "")
+        drop("not_frontal_camera", cams[rows] != H36M_FRONTAL_CAMERA_ID)
+    if protocol == "lsp-seg":
+        listed = (np.char.str_len(ann["maskname"][rows].astype(str)) > 0) | (
+            np.char.str_len(ann["partname"][rows].astype(str)) > 0
+        )
+        drop("no_mask_listed", ~listed)
+    elif protocol == "3dpw":
+        drop("no_smpl_ground_truth", ann["has_smpl"][rows] <= 0)
+        drop("unknown_gender", row_genders(ann)[rows] == "")
+    elif spec is not None:
+        s = ann["S"][rows]
+        ok = (s[:, list(spec.gt), 3] > 0).all(1)
+        if spec.h36m:
+            ok &= s[:, J24_H36M_PELVIS, 3] > 0
+        drop("incomplete_ground_truth", ~ok)
+    return np.nonzero(keep)[0], skipped
 
 
 # ---- part segmentation ------------------------------------------------------------------
@@ -138,71 +403,123 @@ def segmentation_scores(conf: np.ndarray) -> dict:
 # ---- running a model over a dataset ---------------------------------------------------------
 
 
+def _skipping_copy(dataset):
+    """The dataset in its "skip" mode: evaluation never lets another row stand in."""
+    if getattr(dataset, "on_unreadable", "skip") == "skip":
+        return dataset
+    ds = copy.copy(dataset)
+    ds.on_unreadable = "skip"
+    return ds
+
+
 @torch.no_grad()
-def predict_dataset(
-    model,
-    dataset,
-    batch_size=32,
-    device="cpu",
-    workers=0,
-    render=False,
-    progress=True,
-    max_samples=None,
-):
-    """Run ``model`` over ``dataset`` (eval mode). Returns numpy arrays:
-    ``pred_joints`` (N, 14, 3) m, ``gt_joints`` (N, 14, 4), ``index`` (N,), and with
-    ``render`` the confusion matrices ``conf_parts`` (7, 7) / ``conf_fg`` (2, 2)."""
-    from hmr_fast.demo import model_faces
-    from hmr_fast.render import vertex_part_labels
+def model_batches(
+    model, dataset, positions, counts: dict, batch_size=32, device="cpu", workers=0,
+    verts=False, progress=True,
+):  # fmt: skip
+    """Yield (batch, model output) over ``positions`` of ``dataset`` (eval mode), the rows
+    whose image could not be read removed from the batch and counted in
+    ``counts["unreadable_images"]`` (the flag travels with each sample, so this holds with
+    any number of DataLoader workers)."""
     from hmr_fast.train.trainer import collate
 
-    n = len(dataset) if max_samples is None else min(len(dataset), int(max_samples))
-    subset = torch.utils.data.Subset(dataset, range(n))
+    subset = torch.utils.data.Subset(_skipping_copy(dataset), [int(p) for p in positions])
     loader = torch.utils.data.DataLoader(
         subset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate
     )
     model.eval()
-    faces = model_faces(model) if render else None
-    part_of_vertex = (
-        vertex_part_labels(model.smpl.lbs_weights.detach().cpu().numpy()) if render else None
-    )
-    preds, gts, idx = [], [], []
-    conf_parts = np.zeros((NUM_PART_LABELS, NUM_PART_LABELS), np.int64)
-    conf_fg = np.zeros((2, 2), np.int64)
-    n_masks = 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, desc="eval", unit="img", mininterval=1.0)
-    for batch in loader:
-        out = model(batch["img"].to(device), return_verts=render)
-        preds.append(out["keypoints_3d"][:, :14].float().cpu().numpy())
-        gts.append(batch["keypoints_3d"].numpy())
-        idx.append(batch["index"].numpy())
-        if render:
-            verts = out["vertices"].float().cpu().numpy()
-            cams = out["cam"].float().cpu().numpy()
-            size = batch["img"].shape[-1]
-            for i in range(len(verts)):
-                if float(batch["has_mask"][i]) <= 0:
-                    continue
-                n_masks += 1
-                lab = render_part_labels(verts[i], cams[i], faces, part_of_vertex, size)
-                conf_parts += confusion(lab, batch["part_mask"][i].numpy())
-                conf_fg += confusion(lab > 0, batch["silhouette"][i].numpy() > 0, 2)
+        bar = tqdm(total=len(subset), desc="eval", unit="img", mininterval=1.0)
+    try:
+        for batch in loader:
+            if bar is not None:
+                bar.update(len(batch["img"]))
+            ok = batch["image_ok"].bool()
+            bad = int((~ok).sum())
+            if bad:
+                counts["unreadable_images"] = counts.get("unreadable_images", 0) + bad
+            if not ok.any():
+                continue
+            batch = {
+                k: (v[ok] if isinstance(v, torch.Tensor) else [x for x, o in zip(v, ok) if o])
+                for k, v in batch.items()
+            }
+            yield batch, model(batch["img"].to(device), return_verts=verts)
+    finally:
         if bar is not None:
-            bar.update(len(batch["img"]))
-    if bar is not None:
-        bar.close()
-    res = {
-        "pred_joints": np.concatenate(preds) if preds else np.zeros((0, 14, 3)),
-        "gt_joints": np.concatenate(gts) if gts else np.zeros((0, 14, 4)),
-        "index": np.concatenate(idx) if idx else np.zeros((0,), np.int64),
-    }
-    if render:
-        res.update(conf_parts=conf_parts, conf_fg=conf_fg, num_with_masks=n_masks)
-    return res
+            bar.close()
+
+
+def predicted_joints(out: dict, spec: JointSpec, regressor) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (joints (B, J, 3), root (B, 3)) of the predictions, metres, float32 CPU."""
+    if regressor is None:
+        joints = out["keypoints_3d"][:, list(spec.pred)].float().cpu()
+        return joints, hip_midpoint(joints)
+    j17 = torch.einsum("jv,bvc->bjc", regressor, out["vertices"].float().cpu())
+    return j17[:, list(spec.pred)], j17[:, H36M_PELVIS]
+
+
+class GroundTruthBodies:
+    """Gendered SMPL layers for 3DPW's ground truth, built on first use.
+
+    ``smpl_dir``: a file/folder for ``hmr_fast.SMPL(smpl_dir, gender=g)``, or None for
+    ``$HMR_FAST_SMPL_DIR`` / the embedded procedural body. The joints are regressed from the
+    mesh with ``regressor`` (17 H3.6M joints) or, without it, with ``keypoint_regressor``
+    (the model's HMR keypoint regressor, so that both sides use the same joints).
+    """
+
+    def __init__(self, smpl_dir, keypoint_regressor, regressor=None):
+        self.smpl_dir = smpl_dir
+        self.keypoint_regressor = keypoint_regressor
+        self.regressor = regressor
+        self.layers = {}
+
+    def layer(self, gender: str):
+        if gender not in self.layers:
+            from hmr_fast.body.smpl import SMPL
+
+            self.layers[gender] = SMPL(
+                self.smpl_dir, gender=gender, create_betas=False, create_global_orient=False,
+                create_body_pose=False, create_transl=False, backend="torch",
+                keypoint_regressor=None if self.regressor is not None
+                else self.keypoint_regressor.detach().cpu(),
+            )  # fmt: skip
+        return self.layers[gender]
+
+    def sources(self) -> dict:
+        """gender -> the model file used (or the embedded body)."""
+        return {
+            g: (layer.model_path or "embedded procedural body (no genders; not SMPL)")
+            for g, layer in self.layers.items()
+        }
+
+    def __call__(self, pose, betas, genders, spec: JointSpec):
+        """pose (B, 72), betas (B, 10), genders (B,) -> (joints (B, J, 3), root (B, 3),
+        vertices (B, V, 3)), metres, float32 CPU."""
+        b = len(pose)
+        joints = root = verts = None
+        for g in sorted(set(genders)):
+            idx = torch.as_tensor([i for i in range(b) if genders[i] == g])
+            out = self.layer(g)(
+                betas=betas[idx].float(), body_pose=pose[idx, 3:].float(),
+                global_orient=pose[idx, :3].float(),
+            )  # fmt: skip
+            v = out.vertices.float()
+            if self.regressor is not None:
+                j17 = torch.einsum("jv,bvc->bjc", self.regressor, v)
+                j, r = j17[:, list(spec.pred)], j17[:, H36M_PELVIS]
+            else:
+                j = out.keypoints[:, list(spec.pred)].float()
+                r = hip_midpoint(j)
+            if verts is None:
+                joints = torch.zeros(b, *j.shape[1:])
+                root = torch.zeros(b, 3)
+                verts = torch.zeros(b, *v.shape[1:])
+            joints[idx], root[idx], verts[idx] = j, r, v
+        return joints, root, verts
 
 
 @torch.no_grad()
@@ -227,11 +544,11 @@ def keypoints_from_theta(model, theta: torch.Tensor) -> torch.Tensor:
 def mean_theta(model, mocap=None) -> torch.Tensor:
     """Theta_0 (85,): the mocap mean (as HMR initialises it) when ``mocap`` is an existing
     file, else the model's (trained) initial Theta."""
-    from pathlib import Path
-
     if mocap and Path(mocap).is_file():
+        from hmr_fast.data.mocap import load_mocap
         from hmr_fast.models.hmr import initial_theta
 
+        load_mocap(mocap)  # a damaged file: a ValueError naming it, not a zipfile traceback
         return initial_theta(mocap)
     return model.init_theta.detach().float().cpu()
 
@@ -245,6 +562,81 @@ def mean_pose_joints(model, n: int, theta0=None) -> np.ndarray:
     return joints.float().cpu().numpy().repeat(n, 0)
 
 
+# ---- the protocols --------------------------------------------------------------------------
+
+
+def _score_joints(batches, spec, regressor, ann, gt_bodies=None):
+    """Collect predictions and ground truth over the batches.
+
+    -> dict of numpy arrays: pred (M, J, 3), pred_root (M, 3), gt (M, J, 4), gt_root (M, 3),
+    index (M,), and pve (M,) for 3DPW.
+    """
+    cols = {k: [] for k in ("pred", "pred_root", "gt", "gt_root", "index", "pve")}
+    for batch, out in batches:
+        pred, pred_root = predicted_joints(out, spec, regressor)
+        index = batch["index"].numpy()
+        if gt_bodies is not None:
+            genders = row_genders(ann)[index]
+            pose = torch.from_numpy(ann["pose"][index])
+            betas = torch.from_numpy(ann["shape"][index])
+            gj, groot, gv = gt_bodies(pose, betas, genders, spec)
+            gt = torch.cat([gj, torch.ones(*gj.shape[:2], 1)], -1).numpy()
+            gt_root = groot.numpy()
+            pv = out["vertices"].float().cpu()
+            cols["pve"].append(vertex_errors_mm(pv, pred_root, gv, groot))
+        else:
+            s = ann["S"][index]
+            gt = s[:, list(spec.gt)]
+            gt_root = s[:, J24_H36M_PELVIS, :3] if spec.h36m else None
+        cols["pred"].append(pred.numpy())
+        cols["pred_root"].append(pred_root.numpy())
+        cols["gt"].append(gt)
+        cols["gt_root"].append(gt_root)
+        cols["index"].append(index)
+    if not cols["index"]:
+        return None
+    res = {k: np.concatenate(v) for k, v in cols.items() if v and v[0] is not None}
+    return res
+
+
+def _no_samples(protocol: str, n_rows: int, skipped: dict) -> NoSamplesError:
+    reasons = ", ".join(f"{v} {k}" for k, v in skipped.items() if v) or "none recorded"
+    return NoSamplesError(
+        f"{protocol}: no sample could be scored ({n_rows} rows; left out: {reasons}); check "
+        "the image root and that the file holds this protocol's ground truth"
+    )
+
+
+def _seg_results(model, dataset, positions, counts, batch_size, device, workers, progress):
+    """lsp-seg: confusion matrices over the rows whose masks could be read."""
+    from hmr_fast.demo import model_faces
+    from hmr_fast.render import vertex_part_labels
+
+    faces = model_faces(model)
+    part_of_vertex = vertex_part_labels(model.smpl.lbs_weights.detach().cpu().numpy())
+    conf_parts = np.zeros((NUM_PART_LABELS, NUM_PART_LABELS), np.int64)
+    conf_fg = np.zeros((2, 2), np.int64)
+    n = 0
+    batches = model_batches(model, dataset, positions, counts, batch_size, device, workers,
+                            True, progress)  # fmt: skip
+    for batch, out in batches:
+        verts = out["vertices"].float().cpu().numpy()
+        cams = out["cam"].float().cpu().numpy()
+        size = batch["img"].shape[-1]
+        for i in range(len(verts)):
+            if int(batch["mask_state"][i]) != 1:
+                counts["unreadable_masks"] = counts.get("unreadable_masks", 0) + 1
+                continue
+            n += 1
+            lab = render_part_labels(verts[i], cams[i], faces, part_of_vertex, size)
+            conf_parts += confusion(lab, batch["part_mask"][i].numpy())
+            conf_fg += confusion(lab > 0, batch["silhouette"][i].numpy() > 0, 2)
+    res = {"num_samples": n}
+    res.update({f"parts_{k}": v for k, v in segmentation_scores(conf_parts).items()})
+    res.update({f"fg_{k}": v for k, v in segmentation_scores(conf_fg).items()})
+    return res
+
+
 def evaluate(
     protocol: str,
     model,
@@ -255,38 +647,79 @@ def evaluate(
     progress=True,
     max_samples=None,
     theta0=None,
+    *,
+    joint_regressor=None,
+    smpl_dir=None,
 ) -> dict:
-    """Run one protocol; returns a JSON-able dict of results. ``theta0`` (85,): the
-    mean-pose baseline's Theta for ``synth`` (default: the model's initial Theta)."""
+    """Run one protocol; returns a JSON-able dict of results (see the module docstring).
+
+    ``theta0`` (85,): the mean-pose baseline's Theta for ``synth`` (default: the model's
+    initial Theta). ``joint_regressor``: path of SPIN's J_regressor_h36m.npy (or a (17, V)
+    tensor). ``smpl_dir``: where 3DPW's gendered SMPL files are. Raises NoSamplesError when
+    nothing could be scored.
+    """
     if protocol not in PROTOCOLS:
         from hmr_fast.train.config import unknown_key_error
 
         raise unknown_key_error(protocol, PROTOCOLS, "protocol")
-    render = protocol == "lsp-seg"
-    pred = predict_dataset(
-        model, dataset, batch_size, device, workers, render, progress, max_samples
+    regressor = joint_regressor
+    if regressor is not None and not isinstance(regressor, torch.Tensor):
+        regressor = load_joint_regressor(regressor, int(model.smpl.v_template.shape[0]))
+    spec = None
+    if protocol != "lsp-seg":
+        spec = joint_spec(protocol, dataset.ann, regressor is not None)
+    positions, skipped = select_rows(protocol, dataset, spec, max_samples)
+    n_rows = len(dataset) if max_samples is None else min(len(dataset), int(max_samples))
+    # Rows without a usable crop were dropped by the dataset; with --max-samples only the
+    # first usable rows are considered, so they are not counted then.
+    skipped["invalid_rows"] = (
+        0 if max_samples is not None else int(getattr(dataset, "num_invalid_rows", 0))
     )
-    res = {"protocol": protocol, "num_images": int(len(pred["index"]))}
-    if render:
-        res.update({f"parts_{k}": v for k, v in segmentation_scores(pred["conf_parts"]).items()})
-        res.update({f"fg_{k}": v for k, v in segmentation_scores(pred["conf_fg"]).items()})
-        res["num_with_masks"] = pred["num_with_masks"]
-        if not pred["num_with_masks"]:
-            raise ValueError(
-                "lsp-seg: no sample has part masks (the npz needs 'partname' / 'maskname')"
-            )
-        return res
-    p, g = pred["pred_joints"], pred["gt_joints"]
-    if protocol == "h36m-p2":
-        rows = frontal_camera_rows(dataset.ann)[pred["index"]]
-        p, g = p[rows], g[rows]
-    errors = joint_errors_mm(p, g)
+    skipped["unreadable_images"] = 0
+    res = {"protocol": protocol, "num_rows": n_rows + skipped["invalid_rows"]}
+    if protocol == "lsp-seg":
+        skipped["unreadable_masks"] = 0
+        res.update(_seg_results(model, dataset, positions, skipped, batch_size, device,
+                                workers, progress))  # fmt: skip
+        res["num_with_masks"] = res["num_samples"]
+    else:
+        res.update(joint_set=spec.joint_set, predicted_joints=spec.predicted_joints,
+                   root_alignment=spec.root_alignment)  # fmt: skip
+        gt_bodies = None
+        if protocol == "3dpw":
+            gt_bodies = GroundTruthBodies(smpl_dir, model.smpl.keypoint_regressor, regressor)
+        batches = model_batches(model, dataset, positions, skipped, batch_size, device,
+                                workers, regressor is not None or protocol == "3dpw",
+                                progress)  # fmt: skip
+        cols = _score_joints(batches, spec, regressor, dataset.ann, gt_bodies)
+        if cols is not None:
+            res.update(_joint_metrics(protocol, cols, spec, model, theta0, skipped))
+        else:
+            res["num_samples"] = 0
+        if gt_bodies is not None:
+            res["gt_body"] = gt_bodies.sources()
+    res.update({f"skipped_{k}": int(v) for k, v in skipped.items()})
+    if res["num_samples"] == 0:
+        raise _no_samples(protocol, res["num_rows"], skipped)
+    return res
+
+
+def _joint_metrics(protocol, cols, spec, model, theta0, skipped: dict) -> dict:
+    """Summaries of one 3D protocol from the collected columns (``_score_joints``); rows
+    with non-finite ground truth are added to ``skipped``."""
+    roots = (cols["pred_root"], cols["gt_root"]) if spec.h36m else (None, None)
+    errors = joint_errors_mm(cols["pred"], cols["gt"], *roots)
+    keys = ("mpjpe", "pa_mpjpe")
     if protocol == "3dhp":
         keys = ("pck", "auc", "pa_pck", "pa_auc", "mpjpe", "pa_mpjpe")
-    else:
-        keys = ("mpjpe", "pa_mpjpe")
-    res.update(summarize_3d(errors, keys))
-    if protocol == "synth":
+    res = summarize_3d(errors, keys)
+    bad = int((~errors["valid"]).sum())
+    if bad:
+        skipped["incomplete_ground_truth"] = skipped.get("incomplete_ground_truth", 0) + bad
+    if protocol == "3dpw" and res["num_samples"]:
+        res["pve"] = float(np.mean(cols["pve"][errors["valid"]]))
+    if protocol == "synth" and res["num_samples"]:
+        g = cols["gt"][errors["valid"]]
         base = joint_errors_mm(mean_pose_joints(model, len(g), theta0), g)
         res.update(
             {f"mean_pose_{k}": v for k, v in summarize_3d(base, keys).items() if k != "num_samples"}

@@ -4,19 +4,24 @@ A checkpoint is one ``torch.save`` file ``ckpt_{step:08d}.pt`` in the run's ``ch
 directory. It is written to a temporary file in the same directory, flushed and fsynced, then
 renamed over the final name (``os.replace`` is atomic on POSIX) and the directory fsynced, so
 a run killed at any instant leaves either the previous set of checkpoints or the new one,
-never a truncated file under a checkpoint name.
+never a truncated file under a checkpoint name (``hmr_fast.data.fileio.atomic_write``; the
+file gets the permissions the umask allows, as any plainly created file would).
+
+A checkpoint that does not load (damaged by a foreign tool, a full disk, a copy cut short) is
+never skipped silently: ``latest_checkpoint`` / ``resolve_checkpoint`` report each one they
+passed over, with the reason, through their ``skipped`` list.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from hmr_fast.data.fileio import atomic_write
 
 CKPT_RE = re.compile(r"^ckpt_(\d{8,})\.pt$")
 
@@ -25,47 +30,14 @@ def checkpoint_name(step: int) -> str:
     return f"ckpt_{step:08d}.pt"
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some filesystems do not open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: str | Path, mode: str, write) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, rename it over
-    ``path`` and fsync the directory: a reader sees the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
 def atomic_save(obj, path: str | Path) -> Path:
     """``torch.save(obj)`` to ``path`` atomically (tmp file, fsync, rename, fsync dir)."""
-    return _atomic_write(path, "wb", lambda f: torch.save(obj, f))
+    return atomic_write(path, lambda f: torch.save(obj, f), "wb")
 
 
 def atomic_save_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (same protocol as :func:`atomic_save`)."""
-    return _atomic_write(path, "w", lambda f: f.write(text))
+    return atomic_write(path, lambda f: f.write(text), "w")
 
 
 def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
@@ -120,32 +92,41 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return state
 
 
-def latest_checkpoint(directory: str | Path) -> Path | None:
+def latest_checkpoint(directory: str | Path, skipped: list | None = None) -> Path | None:
     """The newest checkpoint in ``directory`` that loads, or None if there is none.
 
-    Unreadable files (e.g. written by a foreign tool under a checkpoint name) are skipped
-    so that a resume falls back to the previous complete one.
+    Unreadable files (e.g. written by a foreign tool under a checkpoint name) are passed over
+    so that a resume falls back to the previous complete one; each is appended to
+    ``skipped`` as ``(path, reason)`` so that the caller can say so.
     """
     for _, path in reversed(list_checkpoints(directory)):
         try:
             load_checkpoint(path)
-        except ValueError:
+        except ValueError as exc:
+            if skipped is not None:
+                skipped.append((path, str(exc)))
             continue
         return path
     return None
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or the newest one in a run directory / its checkpoints/ folder."""
+def skipped_message(skipped: list) -> str:
+    """'skipped ckpt_X.pt (reason); ...' for the (path, reason) pairs of latest_checkpoint."""
+    return "; ".join(f"skipped {p} ({reason})" for p, reason in skipped)
+
+
+def resolve_checkpoint(path: str | Path, skipped: list | None = None) -> Path:
+    """A checkpoint file, or the newest loadable one in a run directory / its checkpoints/
+    folder (the ones passed over are appended to ``skipped``, see latest_checkpoint)."""
     path = Path(path)
     if path.is_file():
         return path
     if path.is_dir():
         for d in (path / "checkpoints", path):
-            found = latest_checkpoint(d)
+            found = latest_checkpoint(d, skipped)
             if found is not None:
                 return found
-        raise FileNotFoundError(f"no checkpoint (ckpt_*.pt) found in {path}")
+        raise FileNotFoundError(f"no loadable checkpoint (ckpt_*.pt) found in {path}")
     raise FileNotFoundError(f"checkpoint not found: {path}")
 
 

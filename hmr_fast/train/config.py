@@ -27,6 +27,7 @@ class TrainConfig:
     ratio_3d: float = 0.5
     workers: int = 4
     image_cache: str | None = None
+    image_root: list = dataclasses.field(default_factory=list)
     backbone: str = "resnet50"
     pretrained: str | None = None
     image_size: int = 224

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hmr_fast.data.formats import find_annotation_file  # noqa: F401  (also used by eval)
 from hmr_fast.train import checkpoint as ckpt
 from hmr_fast.train.config import (
     FIELD_TYPES,
@@ -233,47 +234,62 @@ class EpochIndexed(torch.utils.data.Dataset):
         return self.dataset[index]
 
 
-def find_annotation_file(directory: str | Path) -> Path:
-    """The annotation .npz of a data directory (a file path is returned as is)."""
-    directory = Path(directory)
-    if directory.is_file():
-        return directory
-    if not directory.is_dir():
-        raise FileNotFoundError(f"data directory not found: {directory}")
-    npzs = sorted(directory.glob("*.npz"))
-    if not npzs:
-        raise FileNotFoundError(f"no annotation .npz in data directory {directory}")
-    if len(npzs) > 1:
-        for preferred in ("annotations.npz", "train.npz", "dataset.npz"):
-            if (directory / preferred).is_file():
-                return directory / preferred
+def per_dataset(values: list, n: int, name: str) -> list:
+    """One value per --data entry: ``values`` empty (None each), one (shared) or n."""
+    values = list(values)
+    if not values:
+        return [None] * n
+    if len(values) == 1:
+        return values * n
+    if len(values) != n:
         raise ValueError(
-            f"data directory {directory} holds several .npz files ({[p.name for p in npzs]}); "
-            "pass the file itself"
+            f"{name}: give one value for all {n} data entries or one per entry, got "
+            f"{len(values)} ({', '.join(map(str, values))})"
         )
-    return npzs[0]
+    return values
+
+
+def dataset_sources(cfg: TrainConfig) -> list[tuple[Path, Path, str | None]]:
+    """(annotation npz, image root, cache dir or "auto" or None) of every --data entry.
+
+    The image root is ``image_root`` (one for all or one per entry) or the entry's folder;
+    the cache is used only when ``image_cache`` names it ("auto": each npz's ``X_cache/``).
+    """
+    roots = per_dataset(cfg.image_root, len(cfg.data), "image_root")
+    caches = [None] * len(cfg.data)
+    if cfg.image_cache == "auto":
+        caches = ["auto"] * len(cfg.data)
+    elif cfg.image_cache:
+        caches = per_dataset(cfg.image_cache.split(","), len(cfg.data), "image_cache")
+    out = []
+    for d, root, cache in zip(cfg.data, roots, caches):
+        npz = find_annotation_file(d)
+        root = Path(root) if root else (Path(d) if Path(d).is_dir() else npz.parent)
+        if not root.is_dir():
+            raise FileNotFoundError(f"image root {root} (for data {d}) is not a directory")
+        out.append((npz, root, (cache.strip() or None) if cache else None))
+    return out
 
 
 def build_train_dataset(cfg: TrainConfig):
-    """KeypointDatasets of every --data directory, mixed 2D/3D by ``ratio_3d``."""
+    """KeypointDatasets of every --data entry, mixed 2D/3D by ``ratio_3d``."""
     from hmr_fast.data.augment import AugConfig
-    from hmr_fast.data.datasets import KeypointDataset, MixedDataset
+    from hmr_fast.data.datasets import KeypointDataset, MixedDataset, probe_image_root
 
     if not cfg.data:
         raise ValueError("no training data: pass --data DIR[,DIR...] (see `hmr-fast synth`)")
     sets_2d, sets_3d = [], []
-    for d in cfg.data:
-        npz = find_annotation_file(d)
-        root = Path(d) if Path(d).is_dir() else npz.parent
+    for npz, root, cache in dataset_sources(cfg):
         ds = KeypointDataset(
             npz,
             root,
             image_size=cfg.image_size,
             train=True,
             aug=AugConfig(flip_prob=cfg.flip_prob),
-            cache_dir=cfg.image_cache,
+            cache_dir=cache,
             seed=cfg.seed,
         )
+        probe_image_root(ds)
         (sets_3d if cfg.use_3d and _has_3d_labels(ds) else sets_2d).append(ds)
     if len(sets_2d) + len(sets_3d) == 1:
         return (sets_2d + sets_3d)[0]
@@ -286,10 +302,22 @@ def _has_3d_labels(ds) -> bool:
 
 
 def invalid_rows_of(dataset) -> int:
-    """Rows the dataset(s) dropped at construction (non-finite annotations)."""
+    """Rows the dataset(s) dropped at construction (unusable centre / scale)."""
     if hasattr(dataset, "datasets_2d"):
         return sum(invalid_rows_of(d) for d in dataset.datasets_2d + dataset.datasets_3d)
     return int(getattr(dataset, "num_invalid_rows", 0))
+
+
+def label_counts_of(dataset) -> dict:
+    """Labels the dataset(s) removed as non-finite, summed: {reason: count}."""
+    parts = dataset.datasets_2d + dataset.datasets_3d if hasattr(dataset, "datasets_2d") else [
+        dataset
+    ]
+    total: dict = {}
+    for d in parts:
+        for k, v in getattr(d, "label_counts", {}).items():
+            total[k] = total.get(k, 0) + int(v)
+    return total
 
 
 def build_mocap(cfg: TrainConfig):
@@ -785,15 +813,18 @@ def train(
     say = (log or print) if dist_info.is_main else (lambda *a, **k: None)
     out_dir = Path(cfg.out)
     ckpt_dir = out_dir / "checkpoints"
-    state, source = None, None
+    state, source, passed_over = None, None, []
     if resume:
         source = (
-            ckpt.resolve_checkpoint(resume)
+            ckpt.resolve_checkpoint(resume, passed_over)
             if isinstance(resume, (str, Path))
-            else ckpt.latest_checkpoint(ckpt_dir)
+            else ckpt.latest_checkpoint(ckpt_dir, passed_over)
         )
         if source is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint in {ckpt_dir}")
+            raise FileNotFoundError(
+                f"--resume: no complete checkpoint in {ckpt_dir}"
+                + (f" ({ckpt.skipped_message(passed_over)})" if passed_over else "")
+            )
         state = ckpt.load_checkpoint(source)
         if dist_info.is_main:
             ckpt.remove_partial_files(ckpt_dir)
@@ -825,6 +856,8 @@ def train(
     trainer = Trainer(cfg, model, disc, dataset, mocap, device, dist_info, log=say)
     if state is not None:
         trainer.load_state_dict(state, source)
+        for path, reason in passed_over:  # never fall back to an older one silently
+            say(f"hmr-fast train: --resume: skipped the newer checkpoint {path}: {reason}")
         say(f"hmr-fast train: resumed from {source} at step {trainer.step}")
     if dist_info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -847,10 +880,16 @@ def train(
     last = ckpt.list_checkpoints(ckpt_dir)
     summary["checkpoint"] = str(last[-1][1]) if last else None
     summary["invalid_rows"] = invalid_rows_of(dataset)
-    if summary["skipped"] or summary["invalid_rows"]:
+    summary["unlabelled"] = label_counts_of(dataset)
+    if summary["skipped"] or summary["invalid_rows"] or any(summary["unlabelled"].values()):
+        lost = summary["unlabelled"]
         say(
             f"hmr-fast train: skipped bad data: {summary['invalid_rows']} annotation rows with "
-            f"non-finite values (dropped), {summary['skipped']} unreadable images (replaced)"
+            f"a non-finite or non-positive centre/scale (dropped), {summary['skipped']} "
+            "unreadable or truncated images (replaced by other rows); non-finite labels "
+            f"removed: {lost.get('invalid_joints_2d', 0)} 2D joints, "
+            f"{lost.get('invalid_joints_3d', 0)} 3D joints, "
+            f"{lost.get('invalid_smpl_rows', 0)} SMPL rows"
         )
     say(
         f"hmr-fast train: done at step {summary['step']} "
@@ -896,6 +935,8 @@ FLAG_KEYS = {
     "num_iters": "num_iters",
     "pretrained": "pretrained",
     "device": "device",
+    "image_root": "image_root",
+    "image_cache": "image_cache",
 }
 
 
@@ -906,7 +947,17 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     p.add_argument("--config", help="YAML file overriding the defaults")
-    p.add_argument("--data", help="DIR[,DIR...]: each holds an annotation .npz + images")
+    p.add_argument("--data", help="NPZ|DIR[,...]: annotation .npz files or folders holding one")
+    p.add_argument(
+        "--image-root",
+        help="DIR[,DIR...]: folder(s) imgname is relative to, one for all --data or one each "
+        "(default: each --data entry's folder)",
+    )
+    p.add_argument(
+        "--image-cache",
+        help="pre-cropped caches (hmr-fast cache-data): auto (each npz's X_cache/) or "
+        "DIR[,DIR...] one per --data entry; default: none",
+    )
     p.add_argument("--mocap", help="mocap .npz for the discriminator (hmr-fast synth-mocap)")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)
