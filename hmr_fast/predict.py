@@ -49,6 +49,15 @@ class Person:
     center: np.ndarray
     scale: float
 
+    def rescaled(self, reduction: float) -> Person:
+        """The same person in an image decoded at 1/reduction size (pixel i of the reduced
+        image covers source pixels [r i, r i + r)); reduction < 1 maps back."""
+        def point(p):
+            return (np.asarray(p, np.float64) + 0.5) / reduction - 0.5
+
+        return Person(np.concatenate([point(self.box[:2]), self.box[2:] / reduction]),
+                      point(self.center), self.scale / reduction)
+
 
 # ------------------------------------------------------------------------------ boxes
 def box_person(box) -> Person:
@@ -177,22 +186,25 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str, s
     return files, skipped
 
 
-def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; ValueError names the file when OpenCV cannot decode it."""
-    import cv2
+def read_image(path: Path) -> tuple[np.ndarray, int]:
+    """(H, W, 3) uint8 RGB and its decode reduction: very large photos are decoded at 1/2,
+    1/4 or 1/8 size (hmr_fast.demo.decode_reduction); a truncated file is refused. ValueError
+    names the file."""
+    from hmr_fast.demo import decode_reduction, image_hw
+    from hmr_fast.demo import read_image as read_complete
 
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"{path}: not an image OpenCV can read")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    reduction = decode_reduction(image_hw(path))
+    return read_complete(path, reduction), reduction
 
 
 # ------------------------------------------------------------------------------ model
 class Predictor:
     """Crops, the network in batches, and the mapping back to image pixels."""
 
-    def __init__(self, model, batch_size: int = 16, device="cpu", bf16: bool = False):
-        self.model = model.eval().to(device)
+    def __init__(self, model, batch_size: int = 8, device="cpu", bf16: bool = False):
+        # channels_last: oneDNN's convolutions run 1.5-2x faster on this project's 2-core
+        # CPUs in that layout (BENCHMARKS.md, predict); only 4-D conv weights change.
+        self.model = model.eval().to(device, memory_format=torch.channels_last)
         self.size = model.image_size
         self.batch_size = batch_size
         self.device = torch.device(device)
@@ -214,7 +226,8 @@ class Predictor:
         """Network + SMPL over crops (N, 3, S, S), in batches; numpy outputs."""
         outs: dict[str, list] = {}
         for start in range(0, len(crops), self.batch_size):
-            x = torch.from_numpy(np.stack(crops[start:start + self.batch_size])).to(self.device)
+            x = torch.from_numpy(np.stack(crops[start:start + self.batch_size])).to(
+                self.device, memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 out = self.model(x)
             for key, value in out.items():
@@ -298,30 +311,89 @@ def person_arrays(pred: dict, people: list[Person], with_vertices: bool) -> dict
     return arrays
 
 
-def process_image(path: Path, predictor: Predictor, boxes: BoxSource, out_dir: Path,
-                  save_mesh: bool, render: bool) -> list[Path]:
-    """One image: npz (+ obj), overlay and side view. Returns the written paths."""
+@dataclass
+class ImageJob:
+    """One image on its way through `predict_images`: the decoded picture, its decode
+    reduction and people (boxes in the input's pixels) and their crops."""
+
+    path: Path
+    image: np.ndarray
+    reduction: int
+    people: list[Person]
+    crops: list[np.ndarray]
+
+
+def prepare_image(path: Path, predictor: Predictor, boxes: BoxSource) -> ImageJob:
+    """Decode, find the people (boxes in the input's own pixels) and crop them."""
+    image, reduction = read_image(path)
+    people = boxes.people(image, path.stem)
+    if boxes.detect and reduction > 1:  # detected on the reduced picture
+        people = [p.rescaled(1.0 / reduction) for p in people]
+    if not people:
+        raise LookupError("no person found")
+    crops = [predictor.crop(image, p.rescaled(reduction))[0] for p in people]
+    return ImageJob(path, image, reduction, people, crops)
+
+
+def write_image_outputs(job: ImageJob, pred: dict, predictor: Predictor, out_dir: Path,
+                        save_mesh: bool, render: bool) -> list[Path]:
+    """One image's npz (+ obj per person), overlay and side view."""
     from hmr_fast.data.fileio import atomic_savez
     from hmr_fast.demo import write_obj
 
-    image = read_image(path)
-    people = boxes.people(image, path.stem)
-    if not people:
-        raise LookupError("no person found")
-    crops, _ = zip(*(predictor.crop(image, p) for p in people))
-    pred = predictor.run(list(crops), with_vertices=save_mesh or render)
-    written = [atomic_savez(out_dir / f"{path.stem}.npz",
-                            **person_arrays(pred, people, save_mesh))]
+    stem = job.path.stem
+    written = [atomic_savez(out_dir / f"{stem}.npz", decode_reduction=np.int32(job.reduction),
+                            **person_arrays(pred, job.people, save_mesh))]
     if save_mesh:
         for i, verts in enumerate(pred["vertices"]):
-            written.append(write_obj(out_dir / f"{path.stem}_{i}.obj", verts, predictor.faces))
+            written.append(write_obj(out_dir / f"{stem}_{i}.obj", verts, predictor.faces))
     if render:
-        overlay = render_people(image, pred, people, predictor.faces, predictor.size)
-        _write_image(out_dir / f"{path.stem}_overlay.jpg", overlay)
-        _write_image(out_dir / f"{path.stem}_side.jpg", side_view(pred["vertices"],
-                                                                  predictor.faces))
-        written += [out_dir / f"{path.stem}_overlay.jpg", out_dir / f"{path.stem}_side.jpg"]
+        shown = [p.rescaled(job.reduction) for p in job.people]
+        overlay = render_people(job.image, pred, shown, predictor.faces, predictor.size)
+        _write_image(out_dir / f"{stem}_overlay.jpg", overlay)
+        _write_image(out_dir / f"{stem}_side.jpg", side_view(pred["vertices"],
+                                                             predictor.faces))
+        written += [out_dir / f"{stem}_overlay.jpg", out_dir / f"{stem}_side.jpg"]
     return written
+
+
+def predict_images(paths: list[Path], predictor: Predictor, boxes: BoxSource, out_dir: Path,
+                   save_mesh: bool, render: bool, skipped: list, progress=None) -> int:
+    """Images in groups of `predictor.batch_size`: one network call per group (its people's
+    crops together), then each image's outputs. Returns how many images were written; each
+    failure is appended to `skipped` as (input, reason, detail)."""
+    done = 0
+    for start in range(0, len(paths), predictor.batch_size):
+        jobs = []
+        for path in paths[start:start + predictor.batch_size]:
+            try:
+                jobs.append(prepare_image(path, predictor, boxes))
+            except (LookupError, ValueError, OSError) as err:
+                skipped.append(_skip(path, err))
+        crops = [c for job in jobs for c in job.crops]
+        pred = predictor.run(crops, with_vertices=save_mesh or render) if crops else {}
+        offset = 0
+        for job in jobs:
+            n = len(job.people)
+            mine = {k: v[offset:offset + n] for k, v in pred.items()}
+            offset += n
+            try:
+                write_image_outputs(job, mine, predictor, out_dir, save_mesh, render)
+                done += 1
+            except OSError as err:
+                skipped.append(_skip(job.path, err))
+        if progress is not None:
+            progress.update(len(paths[start:start + predictor.batch_size]))
+    return done
+
+
+def _skip(path, err: Exception) -> tuple[str, str, str]:
+    """(input, reason, detail) for the summary."""
+    if isinstance(err, LookupError):
+        return str(path), "no person found", str(err)
+    if isinstance(err, ValueError):
+        return str(path), "unreadable input or box", str(err)
+    return str(path), "could not read or write", str(err)
 
 
 def process_video(path: Path, predictor: Predictor, boxes: BoxSource, out_dir: Path,
@@ -419,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     boxes.add_argument("--detect", action="store_true", help="OpenCV HOG person detector")
     parser.add_argument("--save-mesh", action="store_true", help="vertices in the npz + .obj")
     parser.add_argument("--no-render", action="store_true", help="skip overlays and side views")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8, help="crops per network call")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true",
                         help="bfloat16 autocast for the network (see BENCHMARKS.md for its cost)")
@@ -447,18 +519,19 @@ def main(argv: list[str] | None = None) -> int:
     files, skipped = expand_inputs(args.inputs)
     from tqdm import tqdm
 
-    done = 0
-    for path in tqdm(files, desc="predict", unit="file", disable=args.no_progress):
-        handler = process_video if path.suffix.lower() in VIDEO_EXTS else process_image
-        try:
-            handler(path, predictor, source, out_dir, args.save_mesh, not args.no_render)
-            done += 1
-        except LookupError as err:
-            skipped.append((str(path), "no person found", str(err)))
-        except ValueError as err:
-            skipped.append((str(path), "unreadable input or box", str(err)))
-        except OSError as err:
-            skipped.append((str(path), "could not write the outputs", str(err)))
+    images = [p for p in files if p.suffix.lower() not in VIDEO_EXTS]
+    videos = [p for p in files if p.suffix.lower() in VIDEO_EXTS]
+    with tqdm(total=len(files), desc="predict", unit="file", disable=args.no_progress) as bar:
+        done = predict_images(images, predictor, source, out_dir, args.save_mesh,
+                              not args.no_render, skipped, bar)
+        for path in videos:
+            try:
+                process_video(path, predictor, source, out_dir, args.save_mesh,
+                              not args.no_render)
+                done += 1
+            except (LookupError, ValueError, OSError) as err:
+                skipped.append(_skip(path, err))
+            bar.update(1)
     print(f"predict: {done} input(s) written to {out_dir}, {len(skipped)} skipped")
     for item, _, detail in skipped:
         print(f"  skipped {item}: {detail}")

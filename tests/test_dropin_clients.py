@@ -926,7 +926,9 @@ def test_smplify_fit(files, optimizer, dtype):
     (lf, pf), (lr, pr) = both(lambda m: smplify_fit(m, targets, conf, cam_t, optimizer),
                               fast, ref)
     assert lr[-1] < lr[0], "harness: the fit must make progress"
-    tol = 1e-4 if dtype == F32 else 1e-6
+    # fp32: 10 LBFGS steps amplify rounding differences (any two fp32 implementations, or
+    # one at 1 and 2 threads: 1.1e-4 measured); fp64 is the exact check of the same fit.
+    tol = (5e-4 if optimizer == "lbfgs" else 1e-4) if dtype == F32 else 1e-6
     # fp32 losses: smplx computing in fp64 vs fp32 already differs by ~5e-5 here.
     np.testing.assert_allclose(lf, lr, rtol=1e-3 if dtype == F32 else 1e-6, err_msg="losses")
     for a, b, name in zip(pf, pr, ("global_orient", "body_pose", "betas")):
