@@ -292,3 +292,22 @@ def test_dataset_sources_pair_roots_and_caches_with_each_entry(data, tmp_path):
     cfg = load_config(None, {"data": [str(a), str(b)], "image_cache": "c1,c2,c3"})
     with pytest.raises(ValueError, match="image_cache: give one value"):
         dataset_sources(cfg)
+
+
+def test_unwritable_run_directory_is_named_before_training(data, tmp_path, capsys):
+    """A run directory that cannot be created (a file is in the way; a read-only folder fails
+    the same way but root, as tests often run, ignores permissions): exit 2, the path named,
+    before any step; nothing written."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    assert main(_args(data, blocker / "run", 1)) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and str(blocker) in err
+    assert blocker.read_text() == "a file, not a folder"
+
+
+def test_config_yaml_is_written_atomically(data, tmp_path):
+    out = tmp_path / "run"
+    assert main(_args(data, out, 1)) == 0
+    assert (out / "config.yaml").is_file()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

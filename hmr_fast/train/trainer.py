@@ -838,6 +838,10 @@ def train(
             raise FileNotFoundError(f"data directory not found: {d}")
     if cfg.mocap and not Path(cfg.mocap).is_file():
         raise FileNotFoundError(f"mocap file not found: {cfg.mocap}")
+    if dist_info.is_main:  # a read-only --out fails here, named, not after the first steps
+        from hmr_fast.data.fileio import check_writable
+
+        check_writable(ckpt_dir / "ckpt.pt", "run directory's checkpoints")
 
     _seed_everything(cfg.seed + dist_info.rank)
     backend = backends_for(cfg, device)
@@ -862,7 +866,7 @@ def train(
     if dist_info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(out_dir / "metrics.jsonl", trainer.step)
-        (out_dir / "config.yaml").write_text(_to_yaml(cfg))
+        ckpt.atomic_save_text(out_dir / "config.yaml", _to_yaml(cfg))
     writer = None
     if dist_info.is_main and cfg.log_images_every >= 0:
         writer = _make_writer(out_dir / "tb")
