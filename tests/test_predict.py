@@ -172,3 +172,19 @@ def test_detector_on_the_synthetic_person(person_image):
     rgb = cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB)
     people = detect_people(rgb)
     assert people and iou(people[0].box, silhouette) > 0.3
+
+
+def test_predict_with_an_hmr_fast_checkpoint(tmp_path, person_image):
+    """hmr-fast's own checkpoints (any backbone, their own crop size) through predict."""
+    from hmr_fast.train.config import TrainConfig
+    from hmr_fast.train.trainer import build_model
+
+    cfg = TrainConfig(backbone="resnet18", image_size=64)
+    torch.manual_seed(1)
+    model = build_model(cfg, torch.device("cpu"))
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict()}, tmp_path / "ckpt.pt")
+    out = tmp_path / "out"
+    assert run([person_image[0]], tmp_path / "ckpt.pt", out, "--bbox", "200,100,150,300") == 0
+    res = np.load(out / "person.npz")
+    assert res["rotmats"].shape == (1, 24, 3, 3) and np.isfinite(res["joints_2d"]).all()
+    assert cv2.imread(str(out / "person_overlay.jpg")).shape == (H, W, 3)
