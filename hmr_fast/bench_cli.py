@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -101,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    try:
+        import smplx  # noqa: F401  (the reference; an optional dependency)
+    except ImportError:
+        print("hmr-fast bench: needs smplx, the reference it compares with: "
+              "pip install 'hmr-fast[bench]'", file=sys.stderr)
+        return 2
     path = model_file(args.model_path)
     models = {impl: build_model(impl, path) for impl in IMPLEMENTATIONS}
     print(f"# SMPL forward on CPU: {torch.get_num_threads()} threads, torch {torch.__version__}, "

@@ -503,6 +503,8 @@ class SMPLLayer(nn.Module):
         self.__dict__.pop("_parents_cache", None)
         result = super()._apply(fn, *args, **kwargs)
         self.dtype = self.v_template.dtype
+        if not torch.compiler.is_compiling():
+            self._parents()  # re-read the moved tree now, not first inside a tracer
         return result
 
     # ----------------------------------------------------------------------------- checks
