@@ -16,6 +16,17 @@ def test_default_yaml_has_exactly_the_dataclass_keys():
     assert keys == fields
 
 
+def test_default_yaml_values_equal_the_dataclass_defaults():
+    """The YAML file and the dataclass must not drift apart: same value for every key."""
+    values = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    defaults = TrainConfig()
+    differ = {f.name: (values[f.name], getattr(defaults, f.name))
+              for f in dataclasses.fields(TrainConfig)
+              if values[f.name] != getattr(defaults, f.name)
+              and not (values[f.name] in (None, []) and getattr(defaults, f.name) in (None, []))}
+    assert not differ, f"default.yaml vs TrainConfig (yaml, dataclass): {differ}"
+
+
 def test_defaults_are_the_papers():
     cfg = load_config()
     assert cfg.encoder_lr == 1e-5 and cfg.disc_lr == 1e-4

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from hmr_fast.demo import crop_params, parse_bbox, write_obj
+from tests import seeding
 
 
 def _read_obj(path):
@@ -20,7 +21,7 @@ def _read_obj(path):
 
 
 def test_write_obj_roundtrip(tmp_path):
-    rng = np.random.default_rng()
+    rng = seeding.rng()
     v = rng.normal(size=(11, 3))
     f = rng.integers(0, 11, size=(7, 3))
     v2, f2 = _read_obj(write_obj(tmp_path / "m.obj", v, f))

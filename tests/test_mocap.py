@@ -9,6 +9,7 @@ from hmr_fast.body.constants import JOINT_NAMES
 from hmr_fast.data.mocap import MocapDataset
 from hmr_fast.data.synth_mocap import main as synth_mocap_main
 from hmr_fast.data.synth_mocap import sample_poses
+from tests import seeding
 
 
 def _rot(pose, name):
@@ -17,7 +18,7 @@ def _rot(pose, name):
 
 
 def test_knees_and_elbows_bend_one_way():
-    rng = np.random.default_rng()
+    rng = seeding.rng()
     pose = sample_poses(3000, rng)
     assert pose.shape == (3000, 72) and pose.dtype == np.float32
     assert np.isfinite(pose).all()
@@ -51,11 +52,11 @@ def test_deterministic():
     b = sample_poses(10, np.random.default_rng(3))
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError):
-        sample_poses(-1, np.random.default_rng())
+        sample_poses(-1, seeding.rng())
 
 
 def test_spread_scales_the_noise_around_the_activity_postures():
-    seed = int(np.random.default_rng().integers(1 << 31))
+    seed = int(seeding.rng().integers(1 << 31))
     wide = sample_poses(2000, np.random.default_rng(seed), spread=0.2)
     narrow = sample_poses(2000, np.random.default_rng(seed), spread=0.1)
     still = sample_poses(2000, np.random.default_rng(seed), spread=0.0)
@@ -68,7 +69,7 @@ def test_spread_scales_the_noise_around_the_activity_postures():
     assert spread_of[0] > 1.5 * spread_of[1] > 0
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="spread"):
-            sample_poses(3, np.random.default_rng(), spread=bad)
+            sample_poses(3, seeding.rng(), spread=bad)
     assert synth_mocap_main(["--out", "never-written.npz", "--n", "3", "--spread", "2"]) == 2
 
 
@@ -97,7 +98,7 @@ def test_synth_mocap_cli_and_dataset(tmp_path):
 
 
 def test_amass_layout_and_bad_rows(tmp_path):
-    rng = np.random.default_rng()
+    rng = seeding.rng()
     poses = rng.normal(size=(6, 156))
     betas = rng.normal(size=16)
     np.savez(tmp_path / "amass.npz", poses=poses, betas=betas, trans=np.zeros((6, 3)))

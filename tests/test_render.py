@@ -18,6 +18,7 @@ from hmr_fast.render import (
     vertex_visibility,
     weak_perspective_pixels,
 )
+from tests import seeding
 
 
 def brute_force(vertices, faces, h, w):
@@ -51,7 +52,7 @@ def test_right_triangle_hand_count():
 
 
 def test_random_triangle_matches_plane():
-    rng = np.random.default_rng()
+    rng = seeding.rng()
     h, w = 20, 24
     v = np.concatenate([rng.uniform(-2, [w + 2, h + 2], (3, 2)), rng.uniform(1, 5, (3, 1))], 1)
     r = rasterize(v, np.array([[0, 1, 2]]), (h, w))
@@ -84,7 +85,7 @@ def test_two_overlapping_triangles(order):
 
 
 def test_intersecting_triangles_match_brute_force():
-    rng = np.random.default_rng()
+    rng = seeding.rng()
     h, w = 18, 18
     v = np.concatenate([rng.uniform(0, 18, (9, 2)), rng.uniform(1, 4, (9, 1))], 1)
     faces = np.arange(9).reshape(3, 3)
@@ -107,7 +108,7 @@ def _cube(rng):
 
 
 def test_cube():
-    rng = np.random.default_rng()
+    rng = seeding.rng()
     verts, faces = _cube(rng)
     h = w = 32
     px = np.c_[verts[:, :2] * 9 + 16, verts[:, 2] * 9 + 50]  # orthographic, depth in px
@@ -136,7 +137,7 @@ def test_cube():
 
 
 def test_render_mesh_shading_and_background():
-    rng = np.random.default_rng()
+    rng = seeding.rng()
     bg = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
     v = np.array([[0.0, 0, 5], [15, 0, 5], [0, 15, 5]])  # faces the camera
     faces = np.array([[0, 1, 2]])
@@ -176,7 +177,7 @@ def test_part_labels():
                 "right_arm": ["right_shoulder", "right_elbow", "right_wrist", "right_hand"],
                 "left_leg": ["left_hip", "left_knee", "left_ankle", "left_foot"],
                 "right_leg": ["right_hip", "right_knee", "right_ankle", "right_foot"]}  # fmt: skip
-    rng = np.random.default_rng()
+    rng = seeding.rng()
     weights = rng.uniform(0, 0.3, (24, 24))
     weights[np.arange(24), np.arange(24)] = 0.9  # vertex j dominated by joint j
     labels = vertex_part_labels(weights)
@@ -191,7 +192,7 @@ def test_part_labels():
 
 
 def test_weak_perspective_pixels():
-    rng = np.random.default_rng()
+    rng = seeding.rng()
     v = rng.normal(size=(5, 3))
     cam = np.array([0.9, 0.1, -0.2])
     px = weak_perspective_pixels(v, cam, 224)
