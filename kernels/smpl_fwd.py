@@ -20,10 +20,11 @@ The GPU block sizes live here (``GPU_*``) so ``AOT_VARIANTS`` lists exactly what
 import triton
 import triton.language as tl
 
-# smplx adds this to every axis-angle component before the norm; below _SMALL_SQ the
-# Rodrigues coefficients use their Taylor series (same constants as reference.rodrigues).
-_ANGLE_EPS = 1e-8
-_SMALL_SQ = 1e-6
+from .constants import SMALL_ANGLE_SQ, SMPLX_ANGLE_EPS
+
+# constexpr: the only kind of global a @triton.jit function may read (kernels/constants.py).
+_ANGLE_EPS = tl.constexpr(SMPLX_ANGLE_EPS)
+_SMALL_SQ = tl.constexpr(SMALL_ANGLE_SQ)
 
 NUM_JOINT_SLOTS = 32  # BLOCK_J: the 24 joints padded to a power of two
 
@@ -81,12 +82,12 @@ def _mma(a, b, acc, USE_DOT: tl.constexpr, PREC: tl.constexpr):
 
 @triton.jit
 def _rodrigues_coeffs(x, y, z):
-    """sin(a)/a and (1 - cos a)/a^2 of the 1e-8-shifted vector (Taylor below a^2 = 1e-6)."""
-    sx = x + 1e-8
-    sy = y + 1e-8
-    sz = z + 1e-8
+    """sin(a)/a and (1 - cos a)/a^2 of the shifted vector (Taylor below a^2 = _SMALL_SQ)."""
+    sx = x + _ANGLE_EPS
+    sy = y + _ANGLE_EPS
+    sz = z + _ANGLE_EPS
     q = sx * sx + sy * sy + sz * sz
-    small = q < 1e-6
+    small = q < _SMALL_SQ
     safe = tl.where(small, 1.0, q)
     a = tl.sqrt(safe)
     hs = tl.sin(0.5 * a)

