@@ -338,3 +338,20 @@ def test_overfits_one_batch(data, tmp_path, monkeypatch):
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     print(f"2D keypoint loss {first:.4f} -> {last:.4f}")
     assert last * 10 <= first, f"2D keypoint loss {first:.4f} -> {last:.4f}: not 10x lower"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
+                    reason="needs CUDA or the Triton interpreter")
+def test_two_steps_on_the_triton_backends(data, tmp_path, monkeypatch):
+    """The fused path (Triton SMPL and discriminator; the interpreter without CUDA) through
+    the real trainer: two steps, finite losses, and the same first-step loss as the torch
+    backends within fp32 tolerance."""
+    from hmr_fast.train import trainer
+
+    out_torch, out_triton = tmp_path / "torch", tmp_path / "triton"
+    assert main(_args(data, out_torch, 2)) == 0
+    monkeypatch.setattr(trainer, "backends_for", lambda cfg, device: "triton")
+    assert main(_args(data, out_triton, 2)) == 0
+    fused, plain = _metrics(out_triton), _metrics(out_torch)
+    assert len(fused) == 2 and all(np.isfinite(m["loss"]) for m in fused)
+    assert fused[0]["loss"] == pytest.approx(plain[0]["loss"], rel=1e-4, abs=1e-5)
