@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from hmr_fast.losses import (
-    LossWeights,
     encoder_adversarial_loss,
     joints_3d_loss,
     keypoint_2d_loss,
@@ -20,6 +19,7 @@ from hmr_fast.losses import (
 )
 from hmr_fast.models.discriminator import Discriminator
 from hmr_fast.models.hmr import HMR, split_theta
+from hmr_fast.train.config import TrainConfig
 
 BATCH, SIZE = 8, 224
 
@@ -49,7 +49,7 @@ def _batch(seed=0):
 
 
 def _step(model, disc, batch, backward):
-    w = LossWeights()
+    w = TrainConfig()  # the loss weights' one source
 
     def run():
         model.zero_grad(set_to_none=True)
@@ -60,14 +60,14 @@ def _step(model, disc, batch, backward):
             torch.cat([betas for _, _, betas in fakes]),
         )
         loss = (
-            w.keypoint * keypoint_2d_loss(out["keypoints_2d"], batch["keypoints_2d"])
-            + w.three_d
+            w.keypoint_weight * keypoint_2d_loss(out["keypoints_2d"], batch["keypoints_2d"])
+            + w.smpl_weight
             * smpl_param_loss(
                 out["rotmats"], out["betas"], batch["pose"], batch["betas"], batch["has_smpl"]
             )
-            + w.three_d
+            + w.joints_3d_weight
             * joints_3d_loss(out["keypoints_3d"][:, :14], batch["joints_3d"], batch["has_3d"])
-            + w.adversarial * encoder_adversarial_loss(d_fake)
+            + w.adversarial_weight * encoder_adversarial_loss(d_fake)
         )
         if backward:
             loss.backward()

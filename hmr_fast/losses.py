@@ -13,31 +13,10 @@ summed, then averaged over the samples.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 
 from hmr_fast.body.constants import LSP_LEFT_HIP, LSP_RIGHT_HIP
 from hmr_fast.ops.reference import rodrigues
-
-
-@dataclass
-class LossWeights:
-    """Loss weights; defaults are the original do_train.sh values.
-
-    keypoint: 2D keypoint reprojection (e_loss_weight 60).
-    three_d: SMPL parameter and 3D joint losses, each (e_3d_weight 60).
-    adversarial: the encoder's adversarial loss (d_loss_weight 1).
-    discriminator: the discriminator's loss (d_loss_weight 1).
-    """
-
-    keypoint: float = 60.0
-    three_d: float = 60.0
-    adversarial: float = 1.0
-    discriminator: float = 1.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _masked_mean(err: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from hmr_fast.losses import (
-    LossWeights,
     discriminator_loss,
     encoder_adversarial_loss,
     joints_3d_loss,
@@ -147,12 +146,6 @@ def test_adversarial_loss_gradients():
     discriminator_loss(d_real, fake).backward()
     torch.testing.assert_close(d_real.grad, 2 * (d_real.detach() - 1) / 3)
     torch.testing.assert_close(fake.grad, 2 * fake.detach() / 5)
-
-
-def test_loss_weights_defaults_and_override():
-    w = LossWeights()
-    assert (w.keypoint, w.three_d, w.adversarial, w.discriminator) == (60.0, 60.0, 1.0, 1.0)
-    assert LossWeights(keypoint=10.0).to_dict()["keypoint"] == 10.0
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,6 @@ from hmr_fast.train.config import (
 # Config keys that define the network's shape: a checkpoint only fits a model built with the
 # same values.
 ARCH_KEYS = ("backbone", "image_size", "num_iters")
-LOSS_KEYS = ("kp_2d", "joints_3d", "smpl", "adv")
 
 
 # --------------------------------------------------------------------------------------------
