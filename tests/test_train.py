@@ -355,3 +355,25 @@ def test_two_steps_on_the_triton_backends(data, tmp_path, monkeypatch):
     fused, plain = _metrics(out_triton), _metrics(out_torch)
     assert len(fused) == 2 and all(np.isfinite(m["loss"]) for m in fused)
     assert fused[0]["loss"] == pytest.approx(plain[0]["loss"], rel=1e-4, abs=1e-5)
+
+
+def test_baseline_theta_is_stored_in_the_checkpoint(data, tmp_path):
+    """The mean-pose baseline is the Theta_0 training started from (the mocap mean), read from
+    the checkpoint: moving the mocap file away does not change it."""
+    import torch
+
+    from hmr_fast.eval.protocols import mean_theta
+    from hmr_fast.models.hmr import initial_theta
+    from hmr_fast.train.trainer import load_trained_model
+
+    mocap = tmp_path / "mocap.npz"
+    shutil.copy(data / "mocap.npz", mocap)
+    args = _args(data, tmp_path / "run", 3, "--lr", "1e-2")
+    args[args.index("--mocap") + 1] = str(mocap)
+    assert main(args) == 0
+    expected = initial_theta(mocap)
+    model, cfg = load_trained_model(tmp_path / "run")
+    assert not torch.equal(model.init_theta.detach().cpu(), expected), "Theta_0 was trained"
+    torch.testing.assert_close(mean_theta(model, cfg.mocap), expected)
+    mocap.unlink()
+    torch.testing.assert_close(mean_theta(model, cfg.mocap), expected)

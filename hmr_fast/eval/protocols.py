@@ -542,8 +542,13 @@ def keypoints_from_theta(model, theta: torch.Tensor) -> torch.Tensor:
 
 
 def mean_theta(model, mocap=None) -> torch.Tensor:
-    """Theta_0 (85,): the mocap mean (as HMR initialises it) when ``mocap`` is an existing
-    file, else the model's (trained) initial Theta."""
+    """Theta_0 (85,) of the mean-pose baseline: the one training started from, stored in the
+    checkpoint (`load_trained_model` sets ``model.initial_theta``); for checkpoints older than
+    that, the mocap mean (as HMR initialises it) when ``mocap`` is an existing file, else the
+    model's (trained) initial Theta."""
+    stored = getattr(model, "initial_theta", None)
+    if stored is not None:
+        return torch.as_tensor(stored).detach().float().cpu()
     if mocap and Path(mocap).is_file():
         from hmr_fast.data.mocap import load_mocap
         from hmr_fast.models.hmr import initial_theta

@@ -395,6 +395,8 @@ def load_trained_model(checkpoint, device="cpu", backend: str = "torch"):
     device = torch.device(device)
     model = build_model(build_cfg, device, backend)
     ckpt.load_model_weights(model, state["model"], "model", path)
+    # The mean-pose baseline's Theta_0 as training built it (None in older checkpoints).
+    model.initial_theta = state.get("initial_theta")
     model.eval()
     return model, cfg
 
@@ -468,6 +470,11 @@ class Trainer:
         self.log = log
         self.step = 0
         self.skipped = 0
+        # Theta_0 as built (the mocap mean), before training moves it: the mean-pose baseline
+        # evaluation compares with, kept in every checkpoint so it never depends on whether
+        # the mocap file is still where it was.
+        init = getattr(model, "init_theta", None)
+        self.initial_theta = None if init is None else init.detach().float().cpu().clone()
         self.e_opt = make_adam(model.parameters(), cfg.encoder_lr, cfg.encoder_weight_decay)
         self.d_opt = make_adam(discriminator.parameters(), cfg.disc_lr, cfg.disc_weight_decay)
         self.ranges.attach(getattr(model, "encoder", None), "backbone")
@@ -497,6 +504,7 @@ class Trainer:
             # The data order is a function of (seed, step): the sampler resumes at `step`.
             "sampler": {"seed": self.cfg.seed, "position": self.step},
             "config": self.cfg.to_dict(),
+            "initial_theta": self.initial_theta,
         }
 
     def load_state_dict(self, state: dict, source="checkpoint") -> None:
@@ -512,6 +520,8 @@ class Trainer:
         ckpt.load_model_weights(self.disc, state["discriminator"], "discriminator", source)
         self.e_opt.load_state_dict(state["encoder_optimizer"])
         self.d_opt.load_state_dict(state["discriminator_optimizer"])
+        if state.get("initial_theta") is not None:
+            self.initial_theta = state["initial_theta"]
         self.step = int(state["step"])
         self.skipped = int(state.get("skipped", 0))
         if self.dist.is_main:
