@@ -292,3 +292,25 @@ def test_autocast_keeps_theta_and_geometry_in_fp32(model):
     torch.testing.assert_close(out["cam"], reference["cam"], rtol=0.02, atol=2e-3)
     bf16_grid = out["cam"][:, 0].to(torch.bfloat16).float()
     assert not torch.equal(out["cam"][:, 0], bf16_grid)
+
+
+def test_pretrained_from_the_hub_cache_and_clear_errors(tmp_path, monkeypatch):
+    """--pretrained hub finds torchvision's file in torch's hub cache (nothing downloaded);
+    another backbone's weights are a clear error naming the file and a mismatched shape."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    with pytest.raises(FileNotFoundError, match=r"resnet18-f37072fd\.pth.*nothing is downloaded"):
+        enc.build_encoder("resnet18", "hub")
+    reference = torchvision.models.resnet18(weights=None)
+    folder = tmp_path / "torch_home" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(reference.state_dict(), folder / "resnet18-f37072fd.pth")
+    encoder, dim = enc.build_encoder("resnet18", "hub")
+    assert dim == 512
+    for key, value in reference.state_dict().items():
+        if not key.startswith("fc."):
+            assert torch.equal(encoder.net.state_dict()[key], value), key
+    wrong = dict(reference.state_dict())
+    wrong["conv1.weight"] = torch.zeros(64, 3, 3, 3)
+    torch.save(wrong, tmp_path / "wrong.pth")
+    with pytest.raises(ValueError, match=r"wrong\.pth.*conv1\.weight: file \(64, 3, 3, 3\)"):
+        enc.build_encoder("resnet18", tmp_path / "wrong.pth")

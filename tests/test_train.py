@@ -377,3 +377,15 @@ def test_baseline_theta_is_stored_in_the_checkpoint(data, tmp_path):
     torch.testing.assert_close(mean_theta(model, cfg.mocap), expected)
     mocap.unlink()
     torch.testing.assert_close(mean_theta(model, cfg.mocap), expected)
+
+
+def test_training_from_scratch_warns_unless_told_why(data, tmp_path, capsys):
+    assert main(_args(data, tmp_path / "a", 1)) == 0
+    assert "WARNING: the paper starts from an ImageNet-pretrained" in capsys.readouterr().out
+    train(load_config(None, {"data": [str(data / "synth")], "mocap": str(data / "mocap.npz"),
+                             "backbone": "resnet18", "image_size": 64, "batch_size": 4,
+                             "workers": 0, "steps": 1, "out": str(tmp_path / "b"),
+                             "log_images_every": 0, "device": "cpu"}),
+          progress=False, from_scratch_reason="a test says why")
+    printed = capsys.readouterr().out
+    assert "a test says why" in printed and "WARNING" not in printed

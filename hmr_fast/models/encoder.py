@@ -4,7 +4,10 @@ A small registry keeps the backbone a seam: the regressor only needs ``(module, 
 from :func:`build_encoder`, so another backbone is one :func:`register_encoder` call away.
 
 Weights are never downloaded: ``pretrained`` is a path to a local torchvision state_dict
-(e.g. ``resnet50-11ad3fa6.pth``), or None for random initialisation.
+(e.g. ``resnet50-11ad3fa6.pth``), ``"hub"`` for torchvision's file of that backbone in torch's
+hub checkpoint cache (``$TORCH_HOME/hub/checkpoints``, filled by any earlier
+``torchvision.models.resnet50(weights=...)`` on the machine), or None for random
+initialisation.
 """
 
 from __future__ import annotations
@@ -45,6 +48,29 @@ def build_encoder(name: str, pretrained: str | os.PathLike | None = None) -> tup
     return factory(None if pretrained is None else os.fspath(pretrained)), feature_dim
 
 
+# torchvision's ImageNet weight files, by backbone (the names its download URLs end in),
+# preferred first: IMAGENET1K_V1, the weights the paper-era ResNets had, then V2.
+HUB_FILES = {
+    "resnet18": ("resnet18-f37072fd.pth",),
+    "resnet34": ("resnet34-b627a593.pth",),
+    "resnet50": ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"),
+}
+
+
+def hub_weights(arch: str) -> str:
+    """The path of torchvision's ImageNet weights for ``arch`` in torch's hub cache; a clear
+    FileNotFoundError naming the folder and the files looked for when absent."""
+    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+    names = HUB_FILES.get(arch, ())
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f"pretrained='hub': none of {list(names)} in {folder} (nothing is downloaded: copy "
+        f"torchvision's {arch} ImageNet weights there, or pass their path)")
+
+
 def load_local_state_dict(path: str) -> dict:
     """A state_dict from a local file (a bare state_dict or a checkpoint with 'state_dict')."""
     if not os.path.isfile(path):
@@ -67,9 +93,17 @@ class ResNetEncoder(nn.Module):
         super().__init__()
         net = getattr(torchvision.models, arch)(weights=None)
         if pretrained is not None:
+            if pretrained == "hub":
+                pretrained = hub_weights(arch)
             state = load_local_state_dict(pretrained)
             # The ImageNet classifier is dropped below; its weights are not needed.
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            own = net.state_dict()
+            wrong = [f"{k}: file {tuple(v.shape)}, {arch} {tuple(own[k].shape)}"
+                     for k, v in state.items() if k in own and tuple(v.shape) != own[k].shape]
+            if wrong:
+                raise ValueError(f"pretrained: {pretrained!r} is not a torchvision {arch} "
+                                 f"state_dict ({len(wrong)} shapes differ, e.g. {wrong[0]})")
             missing, unexpected = net.load_state_dict(state, strict=False)
             missing = [k for k in missing if not k.startswith("fc.")]
             if missing or unexpected:

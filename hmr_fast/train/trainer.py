@@ -364,7 +364,7 @@ def build_model(cfg: TrainConfig, device: torch.device, backend: str = "torch"):
     """HMR with the config's backbone / image size / T, on ``device``."""
     from hmr_fast.models.hmr import HMR
 
-    if cfg.pretrained and not Path(cfg.pretrained).is_file():
+    if cfg.pretrained and cfg.pretrained != "hub" and not Path(cfg.pretrained).is_file():
         raise FileNotFoundError(f"pretrained weights not found: {cfg.pretrained}")
     mean_params = cfg.mocap if cfg.mocap and Path(cfg.mocap).is_file() else None
     model = HMR(
@@ -811,11 +811,13 @@ def train(
     progress: bool = True,
     log=None,
     time_limit: float | None = None,
+    from_scratch_reason: str | None = None,
 ) -> dict:
     """Train according to ``cfg``; returns a summary dict (step, last metrics, paths, ...).
 
     ``resume``: False (refuse to reuse an --out that already holds checkpoints), True (newest
-    complete checkpoint in ``cfg.out``) or a checkpoint path.
+    complete checkpoint in ``cfg.out``) or a checkpoint path. ``from_scratch_reason``: why a
+    run without ``pretrained`` weights is deliberate (printed instead of the warning).
     """
     dist_info = setup_distributed(cfg.device)
     device = resolve_device(cfg.device, dist_info)
@@ -862,6 +864,11 @@ def train(
         say("hmr-fast train: fused path: Triton SMPL and discriminator")
     if cfg.amp:
         say(f"hmr-fast train: bf16 autocast on {device.type} (SMPL, Theta, losses in fp32)")
+    if not cfg.pretrained and not resume:
+        say("hmr-fast train: encoder from random weights: " + (from_scratch_reason or (
+            "WARNING: the paper starts from an ImageNet-pretrained ResNet-50; pass "
+            "--pretrained FILE (torchvision's weights) or --pretrained hub (torch's hub "
+            "cache). Nothing is downloaded.")))
     dataset = build_train_dataset(cfg)
     mocap = build_mocap(cfg)
     model = build_model(cfg, device, backend)
@@ -977,7 +984,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", help="resnet50 | resnet34 | resnet18")
     p.add_argument("--image-size", type=int)
     p.add_argument("--num-iters", type=int, help="T, iterative feedback steps")
-    p.add_argument("--pretrained", help="torchvision ImageNet weights file for the backbone")
+    p.add_argument("--pretrained", help="torchvision ImageNet weights file for the backbone, or "
+                   "'hub' for torchvision's file in torch's hub cache (nothing is downloaded)")
     p.add_argument("--seed", type=int)
     p.add_argument("--ckpt-every", type=int)
     p.add_argument("--out", help="run directory (metrics.jsonl, checkpoints/, tb/)")
