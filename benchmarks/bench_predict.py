@@ -15,7 +15,7 @@ import torch
 
 from hmr_fast.predict import main as predict_main
 from hmr_fast.pretrained import load_pretrained
-from tests.test_pretrained import spin_state_dict
+from tests.test_pretrained import save_spin_checkpoint
 
 NUM_IMAGES = 64
 BATCH = 8
@@ -25,7 +25,7 @@ BATCH = 8
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict_bench")
     ckpt = root / "model_checkpoint.pt"
-    torch.save({"model": spin_state_dict(seed=1)}, ckpt)
+    save_spin_checkpoint(ckpt, seed=1)
     folder = root / "images"
     folder.mkdir()
     rng = np.random.default_rng(0)

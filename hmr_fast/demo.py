@@ -216,15 +216,16 @@ def render_on_image(image_rgb, pred: dict, faces, image_size: int) -> np.ndarray
     return render_mesh(px, faces, image=np.ascontiguousarray(image_rgb), alpha=0.85)
 
 
-def write_png(path: str | Path, rgb: np.ndarray) -> Path:
-    """(H, W, 3) uint8 RGB -> PNG at ``path``, atomically. OSError when it cannot be written."""
+def write_image(path: str | Path, rgb: np.ndarray) -> Path:
+    """(H, W, 3) uint8 RGB -> an image file in the format of ``path``'s suffix, atomically.
+    OSError when it cannot be encoded or written."""
     import cv2
 
     from hmr_fast.data.fileio import atomic_write_bytes
 
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:  # pragma: no cover - PNG encoding of a uint8 image does not fail
-        raise OSError(f"{path}: PNG encoding failed")
+    ok, buf = cv2.imencode(Path(path).suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"{path}: could not encode the image")
     return atomic_write_bytes(path, buf.tobytes())
 
 
@@ -256,8 +257,8 @@ def run_demo(image: str, checkpoint: str, out: str, bbox=None, device: str = "cp
         "crop": out_dir / f"{stem}_crop_mesh.png",
         "obj": out_dir / f"{stem}.obj",
     }
-    write_png(paths["overlay"], full)
-    write_png(paths["crop"], crop)
+    write_image(paths["overlay"], full)
+    write_image(paths["crop"], crop)
     write_obj(paths["obj"], pred["vertices"], faces)
     params = {k: pred[k] for k in ("pose", "betas", "cam")}
     atomic_savez(out_dir / f"{stem}_params.npz", **params)

@@ -52,11 +52,11 @@ class Person:
     def rescaled(self, reduction: float) -> Person:
         """The same person in an image decoded at 1/reduction size (pixel i of the reduced
         image covers source pixels [r i, r i + r)); reduction < 1 maps back."""
-        def point(p):
-            return (np.asarray(p, np.float64) + 0.5) / reduction - 0.5
+        from hmr_fast.data.images import reduced_coords
 
-        return Person(np.concatenate([point(self.box[:2]), self.box[2:] / reduction]),
-                      point(self.center), self.scale / reduction)
+        return Person(np.concatenate([reduced_coords(self.box[:2], reduction),
+                                      self.box[2:] / reduction]),
+                      reduced_coords(self.center, reduction), self.scale / reduction)
 
 
 # ------------------------------------------------------------------------------ boxes
@@ -279,17 +279,6 @@ def side_view(vertices: np.ndarray, faces) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ writers
-def _write_image(path: Path, rgb: np.ndarray) -> None:
-    import cv2
-
-    from hmr_fast.data.fileio import atomic_write_bytes
-
-    ok, data = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"{path}: could not encode the image")
-    atomic_write_bytes(path, data.tobytes())
-
-
 def person_arrays(pred: dict, people: list[Person], with_vertices: bool) -> dict:
     """The per-person arrays of one image's npz."""
     from hmr_fast.ops.rotations import rotmat_to_axis_angle
@@ -339,7 +328,7 @@ def write_image_outputs(job: ImageJob, pred: dict, predictor: Predictor, out_dir
                         save_mesh: bool, render: bool) -> list[Path]:
     """One image's npz (+ obj per person), overlay and side view."""
     from hmr_fast.data.fileio import atomic_savez
-    from hmr_fast.demo import write_obj
+    from hmr_fast.demo import write_image, write_obj
 
     stem = job.path.stem
     written = [atomic_savez(out_dir / f"{stem}.npz", decode_reduction=np.int32(job.reduction),
@@ -350,8 +339,8 @@ def write_image_outputs(job: ImageJob, pred: dict, predictor: Predictor, out_dir
     if render:
         shown = [p.rescaled(job.reduction) for p in job.people]
         overlay = render_people(job.image, pred, shown, predictor.faces, predictor.size)
-        _write_image(out_dir / f"{stem}_overlay.jpg", overlay)
-        _write_image(out_dir / f"{stem}_side.jpg", side_view(pred["vertices"],
+        write_image(out_dir / f"{stem}_overlay.jpg", overlay)
+        write_image(out_dir / f"{stem}_side.jpg", side_view(pred["vertices"],
                                                              predictor.faces))
         written += [out_dir / f"{stem}_overlay.jpg", out_dir / f"{stem}_side.jpg"]
     return written

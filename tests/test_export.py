@@ -11,7 +11,7 @@ import torch
 
 import hmr_fast
 from hmr_fast.export import OUTPUT_NAMES, main
-from tests.test_pretrained import spin_state_dict
+from tests.test_pretrained import save_spin_checkpoint
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -19,9 +19,7 @@ onnxruntime = pytest.importorskip("onnxruntime")
 
 @pytest.fixture(scope="module")
 def spin_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("spin") / "model_checkpoint.pt"
-    torch.save({"model": spin_state_dict(seed=40)}, path)
-    return path
+    return save_spin_checkpoint(tmp_path_factory.mktemp("spin") / "model_checkpoint.pt", seed=40)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from hmr_fast import SMPL
 from hmr_fast.data.augment import crop_matrix
 from hmr_fast.predict import BOX_RESCALE, detect_people, main
 from hmr_fast.render import render_mesh
-from tests.test_pretrained import spin_state_dict
+from tests.test_pretrained import save_spin_checkpoint
 
 H, W = 480, 640
 PERSON_CENTER, PERSON_HEIGHT = (300.0, 240.0), 200.0
@@ -22,9 +22,7 @@ PERSON_CENTER, PERSON_HEIGHT = (300.0, 240.0), 200.0
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "model_checkpoint.pt"
-    torch.save({"model": spin_state_dict(seed=50)}, path)
-    return path
+    return save_spin_checkpoint(tmp_path_factory.mktemp("ckpt") / "model_checkpoint.pt", seed=50)
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,12 @@ def spin_state_dict(seed: int, with_buffers: bool = True) -> dict:
     return state
 
 
+def save_spin_checkpoint(path, seed: int):
+    """A SPIN-format checkpoint file ({'model': state_dict}) with `spin_state_dict(seed)`."""
+    torch.save({"model": spin_state_dict(seed)}, path)
+    return path
+
+
 def mean_buffers(seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     # Identity in SPIN's row-major 6-D reading for the body joints; the root turned pi about x
@@ -143,7 +149,7 @@ def test_unknown_formats_are_refused_with_the_keys_found(tmp_path):
 
 
 def test_wrong_image_size_is_a_clear_error(tmp_path):
-    torch.save({"model": spin_state_dict(seed=30)}, tmp_path / "c.pt")
+    save_spin_checkpoint(tmp_path / "c.pt", seed=30)
     model = hmr_fast.load_pretrained(tmp_path / "c.pt")
     with pytest.raises(ValueError, match=r"images: expected \(B, 3, 224, 224\)"):
         model(torch.zeros(1, 3, 128, 128))

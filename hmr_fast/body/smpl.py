@@ -305,7 +305,6 @@ class SMPLLayer(nn.Module):
         buf("posedirs", posedirs.reshape(-1, posedirs.shape[-1]).T)
         buf("parents", np.asarray(parents), dt=torch.long)
         buf("lbs_weights", weights)
-        self._parents_snapshot = parents
         self.extra_regressors = {
             key: torch.as_tensor(dense(value), dtype=dtype)
             for key, value in data.items()
@@ -389,23 +388,22 @@ class SMPLLayer(nn.Module):
         # Derived tensors are rebuilt on demand: keep them out of pickles and deep copies.
         state = self.__dict__.copy()
         state.pop("_derived_cache", None)
-        state.pop("_parents_cache", None)
         return state
 
     def _parents(self) -> tuple[int, ...]:
         """The kinematic tree as a tuple, from the `parents` buffer (re-read only when that
-        buffer is replaced or edited, so tracers rarely see the read)."""
-        if torch.compiler.is_compiling():
-            return self._parents_snapshot  # refreshed by every eager call
+        buffer is replaced or edited, so tracers rarely see the read). Compiled code reads the
+        tuple the last eager call (or construction, or `.to()`) left."""
+        cached = self.__dict__.get("_parents_cache")
+        if cached is not None and torch.compiler.is_compiling():
+            return cached[1]
         buffer = self.parents
         state = (buffer, buffer._version, buffer.data_ptr(), buffer.device)
-        cached = self.__dict__.get("_parents_cache")
         if cached is None or not _same_state((cached[0],), (state,)):
             parents = tuple(int(p) for p in buffer.tolist())
             if parents and parents[0] != -1:
                 parents = (-1,) + parents[1:]  # smplx stores the root's parent as -1
             reference.tree_levels(parents)
-            self._parents_snapshot = parents
             cached = (state, parents)
             self.__dict__["_parents_cache"] = cached
         return cached[1]
@@ -500,7 +498,6 @@ class SMPLLayer(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         self.__dict__.pop("_derived_cache", None)
-        self.__dict__.pop("_parents_cache", None)
         result = super()._apply(fn, *args, **kwargs)
         self.dtype = self.v_template.dtype
         if not torch.compiler.is_compiling():
