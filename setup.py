@@ -42,11 +42,13 @@ setup(
         # nvtx package (torch's own NVTX bindings are used without it).
         "train": ["tensorboard>=2.14", "nvtx>=0.2"],
         "export": ["onnx>=1.16", "onnxruntime>=1.17"],  # hmr-fast export, ONNX parity
+        "mpii": ["h5py>=3.0"],  # import-data --format mpii from train.h5 / valid.h5
         # smplx is the reference the benchmarks and tests compare with; the layer never
         # imports it.
         "bench": ["smplx==0.1.28", "pytest>=8", "pytest-benchmark>=4"],
         "test": ["pytest>=8", "pytest-benchmark>=4", "ruff>=0.5", "smplx==0.1.28",
-                 "onnx>=1.16", "onnxruntime>=1.17", "tensorboard>=2.14", "nvtx>=0.2"],
+                 "onnx>=1.16", "onnxruntime>=1.17", "tensorboard>=2.14", "nvtx>=0.2",
+                 "h5py>=3.0"],
     },
     entry_points={"console_scripts": ["hmr-fast=hmr_fast.cli:main"]},
 )

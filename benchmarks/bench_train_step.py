@@ -17,15 +17,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hmr_fast.data.collate import collate
+from hmr_fast.train.build import build_discriminator, build_model
 from hmr_fast.train.config import load_config
-from hmr_fast.train.trainer import (
-    Ranges,
-    StepSampler,
-    Trainer,
-    build_discriminator,
-    build_model,
-    collate,
-)
+from hmr_fast.train.loop import Trainer
+from hmr_fast.train.ranges import Ranges
+from hmr_fast.train.sampling import StepSampler
 
 CUDA = torch.cuda.is_available()
 SETTING = (

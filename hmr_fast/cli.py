@@ -10,7 +10,7 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "train": ("hmr_fast.train.trainer", "train HMR (YAML config + overrides)"),
+    "train": ("hmr_fast.train.cli", "train HMR (YAML config + overrides)"),
     "eval": ("hmr_fast.eval.run", "evaluate a checkpoint (H3.6M, 3DHP, LSP protocols)"),
     "demo": ("hmr_fast.demo", "predict a mesh for one image, write PNG + OBJ"),
     "demo-job": ("hmr_fast.demo_job", "the main job: synthesise, train, evaluate, render"),
@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "export": ("hmr_fast.export", "export pretrained weights as one ONNX graph"),
     "synth": ("hmr_fast.data.synth", "render a synthetic dataset from the body model"),
     "synth-mocap": ("hmr_fast.data.synth_mocap", "sample plausible SMPL poses/shapes"),
-    "import-data": ("hmr_fast.data.importers", "convert LSP / COCO annotations to npz"),
+    "import-data": ("hmr_fast.data.import_cli", "convert LSP / COCO / MPII annotations to npz"),
     "cache-data": ("hmr_fast.data.cache", "write pre-cropped images for fast loading"),
     "kernels-report": ("hmr_fast.ops.compile_report", "compile every Triton kernel ahead of time"),
     "bench": ("hmr_fast.bench_cli", "print the SMPL layer vs smplx benchmark table"),

@@ -232,7 +232,7 @@ def write_image(path: str | Path, rgb: np.ndarray) -> Path:
 def run_demo(image: str, checkpoint: str, out: str, bbox=None, device: str = "cpu") -> dict:
     """The `hmr-fast demo` work; returns the written paths."""
     from hmr_fast.data.fileio import atomic_savez, check_writable
-    from hmr_fast.train.trainer import load_trained_model
+    from hmr_fast.train.build import load_trained_model
 
     if not Path(image).is_file():
         raise FileNotFoundError(f"image not found: {image}")

@@ -17,44 +17,24 @@ import sys
 import time
 from pathlib import Path
 
-# Settings sized for 2 idle CPU cores and a 12-minute budget: from-scratch ResNet-18 on 64 px
-# crops of 128 px renders, bf16 autocast, no regressor dropout (a few thousand steps underfit;
-# dropout only slowed the fit), Adam 1e-3 with warm-up and cosine decay, loss weights that let
-# the 3D joint loss lead, and a synthetic set made easy to see (plain backgrounds, fixed part
-# colours, frontal views) whose poses stay near five everyday activities (pose spread 0.1 of
-# each joint's range, against synth-mocap's default 0.2). Every variant measured is in
-# BENCHMARKS.md.
-FULL = {
-    "n_train": 6000,
-    "n_test": 300,
-    "n_mocap": 20000,
-    "image_size": 64,
-    "render_size": 128,
-    "pose_spread": 0.1,
-    "batch_size": 32,
-    "steps": 4200,
-    "minutes": 10.6,
-    "encoder_lr": 1e-3,
-    "warmup_steps": 100,
-    "regressor_dropout": 0.0,
-    "amp": True,
-    "smpl_weight": 6.0,
-    "joints_3d_weight": 300.0,
-}
-TINY = {
-    **FULL,
-    "n_train": 16,
-    "n_test": 8,
-    "n_mocap": 200,
-    "render_size": 64,
-    "batch_size": 4,
-    "steps": 3,
-    "minutes": 1.0,
-    "warmup_steps": 1,
-}
-# The demo's synthetic set: easy to see for a from-scratch network trained for minutes.
-SYNTH_ARGS = ("--palette", "fixed", "--background", "plain", "--views", "frontal")
-TARGET_REDUCTION = 0.40  # held-out PA-MPJPE must be >= 40% below the mean-pose baseline
+from hmr_fast.train.config import CONFIG_DIR
+
+JOB_CONFIG = CONFIG_DIR / "demo_job.yaml"  # the job's settings; training's: demo.yaml
+
+
+def job_settings(tiny: bool = False) -> dict:
+    """The job's settings from ``configs/demo_job.yaml`` (``--tiny``: its ``tiny`` section
+    over them): budget_minutes, eval_minutes, target_reduction, synthesis, train."""
+    import yaml
+
+    settings = yaml.safe_load(JOB_CONFIG.read_text())
+    small = settings.pop("tiny")
+    settings["train"] = {}
+    if tiny:
+        settings["budget_minutes"] = small["budget_minutes"]
+        settings["synthesis"] = {**settings["synthesis"], **small["synthesis"]}
+        settings["train"] = dict(small["train"])
+    return settings
 
 
 def _log(msg: str) -> None:
@@ -62,7 +42,8 @@ def _log(msg: str) -> None:
 
 
 def synthesise(out: Path, s: dict, seed: int, progress: bool = True) -> dict:
-    """Training set, held-out set and mocap file under ``out``; returns their paths."""
+    """Training set, held-out set and mocap file under ``out`` (``s``: the ``synthesis``
+    settings); returns their paths."""
     from hmr_fast.data import synth, synth_mocap
 
     paths = {"train": out / "synth_train", "test": out / "synth_test", "mocap": out / "mocap.npz"}
@@ -79,7 +60,7 @@ def synthesise(out: Path, s: dict, seed: int, progress: bool = True) -> dict:
             quiet = [] if progress else ["--no-progress"]
             spread = ["--pose-spread", str(s["pose_spread"])]
             rc = synth.main(
-                ["--out", str(paths[name]), "--image-size", size, *SYNTH_ARGS, *spread, *extra,
+                ["--out", str(paths[name]), "--image-size", size, *s["args"], *spread, *extra,
                  *quiet]
             )  # fmt: skip
             if rc:
@@ -118,78 +99,62 @@ def run(
     progress: bool = True,
     lr: float | None = None,
 ) -> dict:
-    """The demo job; returns the numbers it reached."""
+    """The demo job; returns the numbers it reached. ``minutes`` overrides the training time
+    budget (by default what the job's budget leaves after synthesis and for evaluation)."""
     import cv2
     import torch
 
     from hmr_fast.data.datasets import KeypointDataset
+    from hmr_fast.data.formats import find_annotation_file
     from hmr_fast.demo import model_faces, overlay_batch
     from hmr_fast.eval.protocols import evaluate
+    from hmr_fast.train.build import load_trained_model
     from hmr_fast.train.config import load_config
-    from hmr_fast.train.trainer import find_annotation_file, load_trained_model, train
+    from hmr_fast.train.run import train
 
-    s = dict(TINY if tiny else FULL)
-    if minutes is not None:
-        s["minutes"] = minutes
-    if steps is not None:
-        s["steps"] = steps
-    if lr is not None:
-        s["encoder_lr"] = lr
+    job = job_settings(tiny)
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    paths = synthesise(out, s, seed, progress)
+    paths = synthesise(out, job["synthesis"], seed, progress)
 
     run_dir = out / "run"
-    cfg = load_config(
-        None,
-        {
-            "data": [str(paths["train"])],
-            "mocap": str(paths["mocap"]),
-            "backbone": "resnet18",
-            "image_size": s["image_size"],
-            "batch_size": s["batch_size"],
-            "steps": s["steps"],
-            "encoder_lr": s["encoder_lr"],
-            # A cosine decay to 0 at the last step: the final weights average out the
-            # gradient noise that a constant lr leaves in a short run.
-            "lr_schedule": "cosine",
-            "warmup_steps": s["warmup_steps"],
-            # The fixed part colours tell left from right; a mirrored image would swap them.
-            "flip_prob": 0.0,
-            "smpl_weight": s["smpl_weight"],
-            "joints_3d_weight": s["joints_3d_weight"],
-            "regressor_dropout": s["regressor_dropout"],
-            # bf16 autocast of the encoder, regressor and discriminator: 1.4x the images/s of
-            # fp32 on this project's AVX-512 (avx512_bf16) CPU; fp32 where oneDNN has no bf16.
-            "amp": s["amp"] and _cpu_has_fast_bf16(),
-            # In-process loading: a 64 px crop costs ~0.3 ms, a worker would only compete
-            # with the two cores the step itself uses.
-            "workers": 0,
-            "ckpt_every": max(1, s["steps"] // 4),
-            "keep_checkpoints": 1,
-            "log_images_every": 0,
-            "seed": seed,
-            "out": str(run_dir),
-            "device": "cpu",
-        },
-    )
+    if minutes is None:
+        spent = (time.perf_counter() - t_start) / 60.0
+        minutes = max(0.5, job["budget_minutes"] - job["eval_minutes"] - spent)
+    overrides = {
+        **job["train"],
+        "data": [str(paths["train"])],
+        "mocap": str(paths["mocap"]),
+        "seed": seed,
+        "out": str(run_dir),
+        "device": "cpu",
+        "minutes": minutes,
+    }
+    if steps is not None:
+        overrides["steps"] = steps
+    if lr is not None:
+        overrides["encoder_lr"] = lr
+    cfg = load_config("demo", overrides)
+    if cfg.amp and not _cpu_has_fast_bf16():
+        cfg = load_config("demo", {**overrides, "amp": False})  # emulated bf16 is slower
     resume = any((run_dir / "checkpoints").glob("ckpt_*.pt"))
     _log(
         f"training {cfg.backbone} at {cfg.image_size}px, batch {cfg.batch_size}, up to "
-        f"{cfg.steps} steps / {s['minutes']:.1f} min (metrics: {run_dir / 'metrics.jsonl'})"
+        f"{cfg.steps} steps in {cfg.minutes:.1f} min (metrics: {run_dir / 'metrics.jsonl'})"
     )
-    summary = train(cfg, resume=resume, progress=progress, time_limit=60.0 * s["minutes"],
+    summary = train(cfg, resume=resume, progress=progress,
                     from_scratch_reason="on purpose in the demo: a small ResNet-18 learns its "
                     "64 px synthetic crops in minutes (a full run starts from ImageNet weights)")
     _log(
-        f"trained {summary['step']} steps at {summary['images_per_s']:.0f} images/s; "
+        f"trained {summary['step']} steps (schedule {summary['schedule_steps']} of "
+        f"{summary['total_steps']}) at {summary['images_per_s']:.0f} images/s; "
         f"checkpoint {summary['checkpoint']}"
     )
 
     model, cfg = load_trained_model(summary["checkpoint"], "cpu")
     npz = find_annotation_file(paths["test"])
-    test = KeypointDataset(npz, paths["test"], image_size=cfg.image_size, train=False)
+    test = KeypointDataset(npz, paths["test"], image_size=cfg.image_size, train=False,
+                           padding=cfg.crop_padding)
     from hmr_fast.eval.protocols import mean_theta
 
     res = evaluate(
@@ -203,7 +168,9 @@ def run(
     base = res["mean_pose_pa_mpjpe"]
     reduction = 1.0 - res["pa_mpjpe"] / base if base > 0 else 0.0
     res.update(
-        steps=summary["step"], images_per_s=summary["images_per_s"], pa_mpjpe_reduction=reduction
+        steps=summary["step"], images_per_s=summary["images_per_s"], pa_mpjpe_reduction=reduction,
+        schedule_steps=summary["schedule_steps"], train_minutes=cfg.minutes,
+        target_reduction=job["target_reduction"],
     )
 
     # A few predictions over their crops.
@@ -229,7 +196,7 @@ def run(
     print(f"{'HMR (this run)':<22}{res['mpjpe']:>10.1f}{res['pa_mpjpe']:>12.1f}")
     print(
         f"PA-MPJPE {100 * reduction:.1f}% below the baseline (target >= "
-        f"{100 * TARGET_REDUCTION:.0f}%), {summary['step']} steps, "
+        f"{100 * job['target_reduction']:.0f}%), {summary['step']} steps, "
         f"{res['seconds'] / 60:.1f} min in all"
     )
     print("renders: " + ", ".join(pngs))
@@ -242,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/demo", help="work directory (reused if present)")
     p.add_argument("--tiny", action="store_true", help="a few-second smoke test")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--minutes", type=float, help="training time limit")
+    p.add_argument("--minutes", type=float, help="training time budget (default: what the "
+                   "job's budget in configs/demo_job.yaml leaves after synthesis)")
     p.add_argument("--steps", type=int, help="training steps (upper bound)")
     p.add_argument("--lr", type=float, help="encoder learning rate")
     p.add_argument(
@@ -259,10 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
         lr=args.lr,
     )
-    if not args.tiny and res["pa_mpjpe_reduction"] < TARGET_REDUCTION:
+    if not args.tiny and res["pa_mpjpe_reduction"] < res["target_reduction"]:
         print(
             f"[demo-job] TARGET NOT MET: PA-MPJPE {100 * res['pa_mpjpe_reduction']:.1f}% below "
-            f"the baseline, target {100 * TARGET_REDUCTION:.0f}% (train longer: --minutes)",
+            f"the baseline, target {100 * res['target_reduction']:.0f}% (train longer: "
+            "--minutes)",
             file=sys.stderr,
         )
         return 1 if args.strict else 0

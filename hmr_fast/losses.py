@@ -6,6 +6,10 @@ an empty mask's normaliser is replaced by 1, so it never divides 0 by 0. Unlabel
 ground truth is replaced by zeros before use, so placeholder values there (even NaN) never
 reach the loss or its gradient.
 
+Both 3D losses are half the mean squared error, as the original code's ``compute_3d_loss``
+(``tf.losses.mean_squared_error(...) * 0.5`` in akanazawa/hmr ``src/trainer.py``), so that the
+paper's lambda = 60 weighs them as it did there.
+
 The adversarial losses are the least-squares GAN objectives of the original code: with D
 returning (N, 25) scores (23 joints, full pose, shape), each sample's 25 squared errors are
 summed, then averaged over the samples.
@@ -53,13 +57,14 @@ def smpl_param_loss(
     gt_betas: torch.Tensor,
     has_smpl: torch.Tensor,
 ) -> torch.Tensor:
-    """Mean squared error on SMPL parameters for the samples that have them.
+    """Half the mean squared error on SMPL parameters for the samples that have them.
 
     pred_rotmats (B, 24, 3, 3); pred_betas (B, 10); gt_pose (B, 72) axis-angle, turned into
     rotation matrices here; gt_betas (B, 10); has_smpl (B,) bool or 0/1.
-    Returns the MSE over the concatenated [24·9 rotation entries, 10 betas] of labelled samples,
-    one mean over all 226 values as in the original code's `compute_3d_loss` (averaging the
-    betas separately would weigh 10 numbers as much as 216); 0 when no sample is labelled.
+    Returns 0.5 x the MSE over the concatenated [24·9 rotation entries, 10 betas] of labelled
+    samples, one mean over all 226 values as in the original code's `compute_3d_loss`
+    (averaging the betas separately would weigh 10 numbers as much as 216); 0 when no sample
+    is labelled.
     """
     b = pred_rotmats.shape[0]
     if (
@@ -82,11 +87,11 @@ def smpl_param_loss(
     gt_rotmats = rodrigues(gt_pose.reshape(-1, 3)).reshape(b, 24, 3, 3)
     pred = torch.cat([pred_rotmats.reshape(b, -1), pred_betas], dim=1)
     target = torch.cat([gt_rotmats.reshape(b, -1), gt_betas], dim=1)
-    return _masked_mean((pred - target).square(), mask[:, None])
+    return 0.5 * _masked_mean((pred - target).square(), mask[:, None])
 
 
 def joints_3d_loss(pred: torch.Tensor, gt: torch.Tensor, has_3d: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of pelvis-centred 3D joints.
+    """Half the mean squared error of pelvis-centred 3D joints (the original's 0.5).
 
     pred (B, 14, 3) LSP-order joints; gt (B, 14, 4) = [x, y, z, valid]; has_3d (B,).
     Each set is centred on its own pelvis, the midpoint of the hips (LSP 2 and 3). The error
@@ -111,7 +116,7 @@ def joints_3d_loss(pred: torch.Tensor, gt: torch.Tensor, has_3d: torch.Tensor) -
             j[:, LSP_LEFT_HIP : LSP_LEFT_HIP + 1] + j[:, LSP_RIGHT_HIP : LSP_RIGHT_HIP + 1]
         )
 
-    return _masked_mean((centre(pred) - centre(gt_xyz)).square(), weight)
+    return 0.5 * _masked_mean((centre(pred) - centre(gt_xyz)).square(), weight)
 
 
 def encoder_adversarial_loss(d_fake: torch.Tensor) -> torch.Tensor:

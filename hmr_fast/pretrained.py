@@ -140,7 +140,7 @@ def load_pretrained(path, mean_params=None, map_location="cpu", smpl=None) -> Pr
 
     path = os.fspath(path)
     if os.path.isdir(path):
-        from hmr_fast.train.trainer import load_trained_model
+        from hmr_fast.train.build import load_trained_model
 
         model, cfg = load_trained_model(path, map_location)
         return PretrainedHMR(model, None, "hmr-fast", int(cfg.image_size)).eval()
@@ -148,7 +148,7 @@ def load_pretrained(path, mean_params=None, map_location="cpu", smpl=None) -> Pr
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     state = _read(path, map_location)
     if isinstance(state, dict) and "config" in state and isinstance(state.get("model"), dict):
-        from hmr_fast.train.trainer import load_trained_model
+        from hmr_fast.train.build import load_trained_model
 
         model, cfg = load_trained_model(path, map_location)
         return PretrainedHMR(model, None, "hmr-fast", int(cfg.image_size)).eval()

@@ -6,35 +6,83 @@ import math
 import pytest
 import yaml
 
-from hmr_fast.train.config import DEFAULT_CONFIG, TrainConfig, apply_overrides, load_config
-from hmr_fast.train.trainer import config_for, parse_args
+from hmr_fast.train.cli import build_parser, config_for, parse_args
+from hmr_fast.train.config import (
+    DEFAULT_CONFIG,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    render_yaml,
+)
 
 
-def test_default_yaml_has_exactly_the_dataclass_keys():
-    keys = set(yaml.safe_load(DEFAULT_CONFIG.read_text()))
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert keys == fields
+def test_default_yaml_is_the_rendering_of_the_dataclass():
+    """configs/default.yaml is generated from TrainConfig: same text, so the two cannot drift
+    (regenerate with ``render_yaml`` after editing the dataclass)."""
+    assert DEFAULT_CONFIG.read_text() == render_yaml(), (
+        "default.yaml is stale: write hmr_fast.train.config.render_yaml() to it")
 
 
 def test_default_yaml_values_equal_the_dataclass_defaults():
-    """The YAML file and the dataclass must not drift apart: same value for every key."""
+    """Read back as YAML, every key has the dataclass's value (and no other key exists)."""
     values = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    defaults = TrainConfig().to_dict()
+    assert values == defaults
+    assert load_config(DEFAULT_CONFIG) == TrainConfig()
+
+
+def test_every_key_is_a_flag_with_its_help():
+    """The CLI is generated from the fields: each key has --key (booleans also --no-key),
+    and its help text is the field's."""
+    parser = build_parser()
+    flags = parser._option_string_actions
+    for field in dataclasses.fields(TrainConfig):
+        name = "--" + field.name.replace("_", "-")
+        assert name in flags, name
+        assert flags[name].dest == field.name
+        if field.type == "bool":
+            assert flags["--no-" + field.name.replace("_", "-")].dest == field.name
+        else:
+            assert field.metadata["help"].replace("%", "%%") in flags[name].help
+    # A value set through each numeric flag lands in its key (a value its range allows).
     defaults = TrainConfig()
-    differ = {f.name: (values[f.name], getattr(defaults, f.name))
-              for f in dataclasses.fields(TrainConfig)
-              if values[f.name] != getattr(defaults, f.name)
-              and not (values[f.name] in (None, []) and getattr(defaults, f.name) in (None, []))}
-    assert not differ, f"default.yaml vs TrainConfig (yaml, dataclass): {differ}"
+    for field in dataclasses.fields(TrainConfig):
+        if field.type in ("int", "float", "int | None", "float | None"):
+            value = getattr(defaults, field.name)
+            value = 7 if value is None else value / 2 if field.type.startswith("float") else 7
+            _, ov = parse_args([f"--{field.name.replace('_', '-')}", str(value)])
+            assert ov == {field.name: str(value)}
+            assert getattr(apply_overrides(defaults, ov), field.name) == value
+
+
+def test_shipped_configs_load_and_name_errors(tmp_path):
+    paper, demo = load_config("paper"), load_config("demo")
+    assert paper.pretrained == "hub" and paper.epochs == 55
+    assert demo.backbone == "resnet18" and demo.image_size == 64
+    with pytest.raises(FileNotFoundError, match=r"nope.*demo.*paper"):
+        load_config("nope")
 
 
 def test_defaults_are_the_papers():
     cfg = load_config()
     assert cfg.encoder_lr == 1e-5 and cfg.disc_lr == 1e-4
-    assert cfg.encoder_weight_decay == 1e-4 and cfg.disc_weight_decay == 1e-4
+    # The original builds L2 regularisers but never adds them to a loss.
+    assert cfg.encoder_weight_decay == 0 and cfg.disc_weight_decay == 0
     assert cfg.batch_size == 64 and cfg.num_iters == 3 and cfg.image_size == 224
     assert cfg.backbone == "resnet50"
     assert (cfg.keypoint_weight, cfg.joints_3d_weight, cfg.adversarial_weight) == (60, 60, 1)
-    assert cfg.disc_weight == 1
+    assert cfg.smpl_weight == 60 and cfg.disc_weight == 1
+    assert cfg.epochs == 55 and cfg.steps is None
+    assert cfg.bn_momentum == pytest.approx(1 - 0.997) and cfg.crop_padding == "edge"
+
+
+def test_old_checkpoint_configs_keep_what_they_did():
+    """Keys a saved config predates take the behaviour of that time, not today's default."""
+    old = TrainConfig().to_dict()
+    del old["crop_padding"], old["bn_momentum"]
+    cfg = config_from_dict(old)
+    assert cfg.crop_padding == "zero" and cfg.bn_momentum == 0.1
 
 
 def test_yaml_file_then_overrides(tmp_path):
@@ -105,7 +153,7 @@ def test_cli_unknown_flag_suggests():
 
 
 def test_lr_schedule_warmup_and_cosine():
-    from hmr_fast.train.trainer import lr_factor
+    from hmr_fast.train.step import lr_factor
 
     const = TrainConfig(steps=100)
     assert all(lr_factor(const, s) == 1.0 for s in range(100))
@@ -129,7 +177,7 @@ def test_lr_schedule_warmup_and_cosine():
 
 def test_flip_prob_reaches_the_dataset(tmp_path):
     from hmr_fast.data.synth import synthesize
-    from hmr_fast.train.trainer import build_train_dataset
+    from hmr_fast.train.data import build_train_dataset
 
     synthesize(tmp_path / "d", 2, image_size=32, workers=1, progress=False)
     for p in (0.0, 0.25):

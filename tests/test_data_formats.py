@@ -381,9 +381,13 @@ def test_cached_sample_matches_uncached(tmp_path):
     build_cache(path, tmp_path, tmp_path / "cache", image_size=64, progress=False)
     # augmentations that stay inside the cached 1.25x margin
     aug = AugConfig(zoom_min=0.9, trans_max=10.0)
-    plain = KeypointDataset(path, tmp_path, image_size=64, train=True, seed=2, aug=aug)
+    plain = KeypointDataset(path, tmp_path, image_size=64, train=True, seed=2, aug=aug,
+                            padding="edge")
     cached = KeypointDataset(path, tmp_path, image_size=64, train=True, seed=2, aug=aug,
-                             cache_dir=tmp_path / "cache")  # fmt: skip
+                             cache_dir=tmp_path / "cache", padding="edge")  # fmt: skip
+    with pytest.raises(ValueError, match=r"padded with 'edge'.*'zero'.*--padding zero"):
+        KeypointDataset(path, tmp_path, image_size=64, cache_dir=tmp_path / "cache",
+                        padding="zero")
     for epoch in range(2):
         plain.set_epoch(epoch)
         cached.set_epoch(epoch)

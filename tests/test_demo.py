@@ -87,7 +87,7 @@ def test_full_image_render_matches_crop_render(tiny_job):
     from hmr_fast.data.augment import warp_image
     from hmr_fast.demo import model_faces, predict, read_image, render_on_image
     from hmr_fast.render import face_index_map, weak_perspective_pixels
-    from hmr_fast.train.trainer import load_trained_model
+    from hmr_fast.train.build import load_trained_model
 
     model, cfg = load_trained_model(tiny_job / "run")
     image = sorted((tiny_job / "synth_test" / "images").iterdir())[1]

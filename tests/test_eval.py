@@ -13,6 +13,7 @@ from hmr_fast.eval.protocols import (
     frontal_camera_rows,
     joint_errors_mm,
     pelvis_align,
+    row_trials,
     segmentation_scores,
 )
 from tests import seeding
@@ -74,7 +75,7 @@ def test_segmentation_scores_hand_example():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from hmr_fast.data import synth, synth_mocap
-    from hmr_fast.train.trainer import main
+    from hmr_fast.train.cli import main
 
     root = tmp_path_factory.mktemp("eval")
     assert synth.main(["--out", str(root / "synth"), "--n", "10", "--image-size", "64",
@@ -161,7 +162,7 @@ def preds(trained):
     import torch
 
     from hmr_fast.data.datasets import KeypointDataset
-    from hmr_fast.train.trainer import load_trained_model
+    from hmr_fast.train.build import load_trained_model
 
     model, cfg = load_trained_model(trained / "run")
     ds = KeypointDataset(trained / "synth" / "annotations.npz", trained / "synth",
@@ -298,6 +299,100 @@ def test_camera_columns_that_cannot_be_read_are_errors():
     assert frontal_camera_rows({"imgname": names, "camera": ids}).tolist() == [True, False, True]
     ca = np.array(["x_ca_04_000001.jpg", "x_ca_03_000001.jpg", "x_ca_01_000001.jpg"])
     assert frontal_camera_rows({"imgname": ca}).tolist() == [True, False, False]
+
+
+# H3.6M's first / second trial (subaction 1 / 2) of some S9 / S11 videos, from the dataset's
+# metadata: the "... 1" video is not always the first trial.
+FIRST_TRIAL = [("S9", "Directions_1"), ("S9", "SittingDown"), ("S11", "Phoning_3"),
+               ("S11", "Greeting_2"), ("S9", "Discussion_1")]  # fmt: skip
+SECOND_TRIAL = [("S9", "Directions"), ("S9", "SittingDown_1"), ("S11", "Phoning_2"),
+                ("S11", "Greeting"), ("S9", "Discussion_2")]  # fmt: skip
+
+
+def test_row_trials_from_names_and_columns():
+    def spin(subject, video, cam="60457274"):
+        return f"images/{subject}_{video}.{cam}_000001.jpg"
+
+    names = [spin(*v) for v in FIRST_TRIAL + SECOND_TRIAL]
+    expect = [0] * len(FIRST_TRIAL) + [1] * len(SECOND_TRIAL)
+    assert row_trials({"imgname": np.array(names)}).tolist() == expect
+    unknown = [spin("S1", "Directions_1"), spin("S9", "Directions_7"), "images/x.jpg"]
+    assert row_trials({"imgname": np.array(unknown)}).tolist() == [-1, -1, -1]
+    toolbox = ["s_09_act_02_subact_01_ca_04/s_09_act_02_subact_01_ca_04_000001.jpg",
+               "s_11_act_05_subact_02_ca_04/s_11_act_05_subact_02_ca_04_000006.jpg"]  # fmt: skip
+    assert row_trials({"imgname": np.array(toolbox)}).tolist() == [0, 1]
+    four = np.array(["a.jpg"] * 4)
+    assert row_trials({"imgname": four, "subaction": np.array([1, 2, 2, 1])}).tolist() == [
+        0, 1, 1, 0]  # fmt: skip
+    assert row_trials({"imgname": four, "subaction": np.array([0, 1, 0, 0])}).tolist() == [
+        0, 1, 0, 0]  # fmt: skip
+    with pytest.raises(ValueError, match="'subaction' column holds only"):
+        row_trials({"imgname": four, "subaction": np.array([1, 1, 1, 1])})
+
+
+@pytest.mark.parametrize("trials", [None, "all", "first"])
+def test_h36m_p2_trials(trained, preds, tmp_path, trials):
+    """--h36m-p2-trials: both trials (default, SPIN's file) or the first only (HMR's
+    evaluate_h36m.py), on a small SPIN-style file of both trials and all four cameras."""
+    from hmr_fast.eval.run import main
+
+    rng = np.random.default_rng(3)
+    ann = preds["ann"]
+    n = len(ann["imgname"])
+    cams = rng.permutation([3, 3, 3, 3, 3, 3, 0, 1, 2, 3][:n])
+    videos = FIRST_TRIAL + SECOND_TRIAL
+    pick = rng.permutation(len(videos))[:n]
+    names = [f"images/{videos[k][0]}_{videos[k][1]}.{H36M_CAMS[c]}_{5 * i + 1:06d}.jpg"
+             for i, (k, c) in enumerate(zip(pick, cams))]  # fmt: skip
+    first = pick < len(FIRST_TRIAL)
+    extras, root = _spin_layout(trained, tmp_path, names)
+    s = _spin_h36m_S(ann, rng)
+    np.savez(extras / "h36m_p2.npz", imgname=names, center=ann["center"], scale=ann["scale"],
+             S=s)  # fmt: skip
+    out = tmp_path / "p2.json"
+    argv = ["--checkpoint", str(trained / "run"), "--data", str(extras / "h36m_p2.npz"),
+            "--image-root", str(root), "--protocol", "h36m-p2", "--json", str(out),
+            "--no-progress"]  # fmt: skip
+    assert main(argv + (["--h36m-p2-trials", trials] if trials else [])) == 0
+    res = json.loads(out.read_text())
+    frontal = cams == 3
+    keep = frontal & first if trials == "first" else frontal
+    assert res["num_samples"] == keep.sum()
+    assert res["skipped_not_frontal_camera"] == (~frontal).sum()
+    assert res.get("skipped_not_first_trial", 0) == (frontal & ~first).sum() * (
+        trials == "first")  # fmt: skip
+    assert res["h36m_p2_trials"].startswith(trials or "all")
+    mp, pa = _ref_errors(preds["joints"][keep], s[keep][:, SPIN_J14, :3])
+    assert res["pa_mpjpe"] == pytest.approx(pa.mean(), rel=1e-4)
+    assert res["mpjpe"] == pytest.approx(mp.mean(), rel=1e-4)
+
+
+def test_h36m_p2_trials_errors(trained, tmp_path, capsys):
+    from hmr_fast.eval.run import main
+
+    base = ["--checkpoint", str(trained / "run"), "--data", str(trained / "synth"),
+            "--no-progress", "--json", str(tmp_path / "x.json")]  # fmt: skip
+    # Only protocol 2 reads it: elsewhere it is an error, not silently ignored.
+    assert main(base + ["--protocol", "h36m-p1", "--h36m-p2-trials", "first"]) == 2
+    assert "--h36m-p2-trials applies to --protocol h36m-p2" in capsys.readouterr().err
+    # Names without a trial: "first" cannot select, and says what to add.
+    ann = load_annotations(trained / "synth" / "annotations.npz")
+    keep = {k: v for k, v in ann.items() if k not in ("has_part", "has_S")}
+    keep["camera"] = np.full(len(keep["imgname"]), "60457274")
+    p2 = tmp_path / "p2"
+    p2.mkdir()
+    (p2 / "images").symlink_to(trained / "synth" / "images")
+    save_annotations(p2 / "annotations.npz", **keep)
+    argv = ["--checkpoint", str(trained / "run"), "--data", str(p2), "--protocol", "h36m-p2",
+            "--no-progress", "--json", str(tmp_path / "y.json")]  # fmt: skip
+    assert main(argv + ["--h36m-p2-trials", "first"]) == 2
+    assert "subaction" in capsys.readouterr().err
+    keep["subaction"] = np.arange(len(keep["imgname"])) % 2 + 1
+    save_annotations(p2 / "annotations.npz", **keep)
+    assert main(argv + ["--h36m-p2-trials", "first"]) == 0
+    res = json.loads((tmp_path / "y.json").read_text())
+    assert res["num_samples"] == (keep["subaction"] == 1).sum()
+    assert res["skipped_not_first_trial"] == (keep["subaction"] == 2).sum()
 
 
 def test_3dhp_spin_file_with_and_without_the_h36m_regressor(trained, preds, tmp_path):

@@ -120,7 +120,7 @@ def test_regressor_structure_and_small_last_layer(model):
         (1024, 85),
     ]
     assert [m.p for m in model.regressor if isinstance(m, nn.Dropout)] == [0.5, 0.5]
-    bound = 0.01 * math.sqrt(6.0 / (1024 + 85))
+    bound = 0.1 * math.sqrt(6.0 / (1024 + 85))  # the original's variance scaling 0.01, fan-avg
     fresh = HMR(backbone="resnet18", smpl=model.smpl, image_size=S).regressor[-1]
     assert fresh.weight.abs().max() <= bound and fresh.weight.abs().max() > bound / 2
     assert torch.equal(fresh.bias, torch.zeros(85))

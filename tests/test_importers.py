@@ -1,4 +1,5 @@
-"""Importers: LSP / LSP-extended joints.mat and COCO json in their real layouts."""
+"""Importers: LSP / LSP-extended joints.mat and COCO json in their real layouts, the paper's
+person filters, and the face keypoints' vertices."""
 
 import json
 
@@ -6,15 +7,28 @@ import numpy as np
 import pytest
 import scipy.io
 
-from hmr_fast.body.constants import J24_NAMES
+from hmr_fast.body.constants import (
+    COCO_TO_J24,
+    HMR19_FROM_J24,
+    HMR_FACE_VERTEX_IDS,
+    J24_NAMES,
+    VERTEX_JOINT_IDS,
+    VERTEX_JOINT_NAMES,
+)
 from hmr_fast.data.formats import load_annotations
-from hmr_fast.data.importers import main
+from hmr_fast.data.import_cli import main
+from tests import seeding
 
 COCO_NAMES = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
     "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip",
     "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
 )  # fmt: skip
+# The paper's filters, written out as the reference: at least 6 visible keypoints (HMR Sec. 4),
+# a person taller than 60 px (akanazawa/hmr coco_to_tfrecords.py L124, L212).
+PAPER_MIN_VISIBLE = 6
+PAPER_MIN_HEIGHT = 60
+NO_FILTERS = ["--min-visible", "0", "--min-size", "0", "--face-shoulders-only", "keep"]
 
 
 def _box(xy):
@@ -24,22 +38,38 @@ def _box(xy):
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
-def test_lsp(tmp_path, split):
-    rng = np.random.default_rng()
-    n = 8
+def test_lsp(tmp_path, split, capsys):
+    rng = seeding.rng()
+    n = 12
     joints = np.zeros((3, 14, n))
     joints[:2] = rng.uniform(10, 400, (2, 14, n))
     joints[2] = rng.integers(0, 2, (14, n))  # 0 visible, 1 occluded
+    first = 0 if split == "train" else n // 2
+    small, few = first, first + 1
+    joints[1, :, small] = 100 + np.linspace(0, 50, 14)  # 50 px tall
+    joints[2, :, small] = 0
+    joints[2, :, few] = 1
+    joints[2, :3, few] = 0  # 3 visible
     scipy.io.savemat(tmp_path / "joints.mat", {"joints": joints})
     out = tmp_path / "lsp.npz"
     assert (
         main(["--format", "lsp", "--src", str(tmp_path), "--out", str(out), "--split", split]) == 0
     )
+    printed = capsys.readouterr().out
     ann = load_annotations(out)
-    first = 0 if split == "train" else n // 2
-    assert len(ann["imgname"]) == n // 2
-    for r in range(n // 2):
-        i = first + r
+    rows = list(range(first, first + n // 2))
+    if split == "train":  # the paper's filters; none for the test split
+        n_vis = (joints[2, :, rows] == 0).sum(1)
+        height = joints[1, :, rows].max(1) - joints[1, :, rows].min(1)
+        too_few = n_vis < PAPER_MIN_VISIBLE
+        too_small = ~too_few & (height <= PAPER_MIN_HEIGHT)
+        assert f"{too_few.sum()} too_few_visible" in printed
+        assert f"{too_small.sum()} too_small" in printed
+        rows = [i for i, f, s in zip(rows, too_few, too_small) if not (f or s)]
+    else:
+        assert "skipped: nothing" in printed
+    assert len(ann["imgname"]) == len(rows)
+    for r, i in enumerate(rows):
         assert ann["imgname"][r] == f"images/im{i + 1:04d}.jpg"
         xy = joints[:2, :, i].T
         c, s = _box(xy)
@@ -52,7 +82,7 @@ def test_lsp(tmp_path, split):
 
 
 def test_lsp_extended(tmp_path):
-    rng = np.random.default_rng()
+    rng = seeding.rng()
     n = 5
     joints = np.zeros((14, 3, n))
     joints[:, :2] = rng.uniform(10, 400, (14, 2, n))
@@ -61,7 +91,8 @@ def test_lsp_extended(tmp_path):
     joints[3, 2, 0] = 1  # row 0: a single visible joint -> box from all joints
     scipy.io.savemat(tmp_path / "joints.mat", {"joints": joints})
     out = tmp_path / "lspet.npz"
-    assert main(["--format", "lsp-extended", "--src", str(tmp_path), "--out", str(out)]) == 0
+    argv = ["--format", "lsp-extended", "--src", str(tmp_path), "--out", str(out)]
+    assert main(argv + NO_FILTERS) == 0
     ann = load_annotations(out)
     assert len(ann["imgname"]) == n
     for i in range(n):
@@ -73,6 +104,11 @@ def test_lsp_extended(tmp_path):
         np.testing.assert_allclose(ann["scale"][i], s, rtol=1e-5)
         np.testing.assert_allclose(ann["part"][i, :14, :2], xy, rtol=1e-5)
         np.testing.assert_array_equal(ann["part"][i, :14, 2], vis)
+    # The default filters: row 0 has one visible joint.
+    assert main(argv) == 0
+    kept = load_annotations(out)["imgname"].tolist()
+    assert "images/im00001.jpg" not in kept
+    assert len(kept) == sum((joints[:, 2, i] == 1).sum() >= PAPER_MIN_VISIBLE for i in range(n))
 
 
 def test_lsp_wrong_layout(tmp_path):
@@ -81,12 +117,14 @@ def test_lsp_wrong_layout(tmp_path):
 
 
 def _coco_ann(rng, k, image_id, n_body, crowd=0):
-    """A person annotation with ``n_body`` of the 12 body keypoints labelled (v in 1, 2)."""
+    """A person annotation with ``n_body`` of the 12 body keypoints labelled and visible
+    (v = 2), four face keypoints labelled (v in 1, 2) and a box 80..200 px on each side."""
     kp = np.concatenate([rng.uniform(0, 500, (17, 2)), rng.integers(1, 3, (17, 1))], 1)
     body = 5 + rng.permutation(12)
+    kp[5:, 2] = 2
     kp[body[n_body:], 2] = 0
     kp[rng.integers(0, 5), 2] = 0  # a face keypoint unlabelled: it does not count
-    box = [float(v) for v in rng.uniform(10, 200, 4)]
+    box = [float(v) for v in np.concatenate([rng.uniform(0, 200, 2), rng.uniform(80, 200, 2)])]
     return {"id": k, "image_id": image_id, "iscrowd": crowd, "bbox": box,
             "keypoints": kp.ravel().tolist(), "num_keypoints": int((kp[:, 2] > 0).sum()),
             "category_id": 1, "area": 100.0, "segmentation": []}, kp  # fmt: skip
@@ -103,18 +141,20 @@ IMAGES = [{"id": 7, "file_name": "a.jpg", "height": 480, "width": 640},
           {"id": 9, "file_name": "b.jpg", "height": 480, "width": 640}]  # fmt: skip
 
 
-@pytest.mark.parametrize("min_kp", [None, "8"])
+@pytest.mark.parametrize("min_kp", [None, "12", "8"])
 def test_coco(tmp_path, min_kp, capsys):
-    rng = np.random.default_rng(0)
+    """Keypoints land in their J24 slots; SPIN's --min-keypoints rule when asked for (these
+    people all pass the paper's filters: >= 7 visible keypoints, boxes >= 80 px)."""
+    rng = seeding.rng()
     anns, expected = [], []
     body_counts = [12, 12, 9, 12, 0, 7, 12, 8]
+    need = 0 if min_kp is None else int(min_kp)
     for k, nb in enumerate(body_counts):
         ann, kp = _coco_ann(rng, k, 7 if k % 2 else 9, nb, crowd=int(k == 3))
         if nb == 0:
             kp[:, 2] = 0  # nothing labelled at all
             ann["keypoints"] = kp.ravel().tolist()
         anns.append(ann)
-        need = 12 if min_kp is None else int(min_kp)
         if k != 3 and nb >= need and (kp[:, 2] > 0).any():
             expected.append((ann, kp))
     path = _write_coco(tmp_path / "person_keypoints_val2017.json", IMAGES, anns)
@@ -123,8 +163,8 @@ def test_coco(tmp_path, min_kp, capsys):
     assert main(argv + ([] if min_kp is None else ["--min-keypoints", min_kp])) == 0
     printed = capsys.readouterr().out
     assert "1 crowd" in printed and "1 no_keypoints" in printed
-    too_few = sum(1 for k, nb in enumerate(body_counts) if k != 3 and 0 < nb < (int(min_kp or 12)))
-    assert f"{too_few} too_few_keypoints" in printed
+    too_few = sum(1 for k, nb in enumerate(body_counts) if k != 3 and 0 < nb < need)
+    assert (f"{too_few} too_few_keypoints" in printed) == (too_few > 0)
     res = load_annotations(out)
     assert len(res["imgname"]) == len(expected)
     for r, (ann, kp) in enumerate(expected):
@@ -141,8 +181,75 @@ def test_coco(tmp_path, min_kp, capsys):
             assert res["part"][r, J24_NAMES.index(name), 2] == 0
 
 
+def _coco_person(k, visible, labelled=(), box=(10.0, 10.0, 100.0, 100.0)):
+    """An annotation with the named keypoints visible (v = 2) and labelled (v = 1)."""
+    kp = np.zeros((17, 3))
+    kp[:, :2] = np.arange(34).reshape(17, 2) + 20
+    for names, v in ((visible, 2), (labelled, 1)):
+        for name in names:
+            kp[COCO_NAMES.index(name), 2] = v
+    n = int((kp[:, 2] > 0).sum())
+    return {"id": k, "image_id": 7, "iscrowd": 0, "bbox": list(box), "category_id": 1,
+            "keypoints": kp.ravel().tolist(), "num_keypoints": n}  # fmt: skip
+
+
+FACE_SHOULDERS = COCO_NAMES[:7]
+LIMBS = COCO_NAMES[7:]
+
+
+@pytest.mark.parametrize("measure", [None, "max-side"])
+def test_coco_paper_filters(tmp_path, capsys, measure):
+    """6 visible (v == 2) keypoints, a box taller than 60 px (or, asked for, a larger side
+    over 60 px), not face and shoulders only (a labelled limb keypoint suffices)."""
+    people = {
+        1: _coco_person(1, LIMBS[:6]),  # kept: exactly 6 visible
+        2: _coco_person(2, LIMBS[:5], labelled=LIMBS[5:]),  # 5 visible, 5 occluded
+        3: _coco_person(3, LIMBS, box=(0, 0, 100, 60)),  # 60 px tall: not over 60
+        4: _coco_person(4, LIMBS, box=(0, 0, 30, 61)),  # tall and narrow: kept
+        5: _coco_person(5, FACE_SHOULDERS),  # 7 visible, face and shoulders only
+        6: _coco_person(6, FACE_SHOULDERS, labelled=["left_wrist"]),  # kept: a wrist labelled
+        7: _coco_person(7, LIMBS, box=(0, 0, 59, 40)),  # small either way
+    }
+    path = _write_coco(tmp_path / "person_keypoints_f.json", IMAGES, list(people.values()))
+    out = tmp_path / "o.npz"
+    argv = ["--format", "coco", "--src", str(path), "--out", str(out)]
+    assert main(argv + (["--size-measure", measure] if measure else [])) == 0
+    printed = capsys.readouterr().out
+    kept = [1, 4, 6] if measure is None else [1, 3, 4, 6]
+    small = [3, 7] if measure is None else [7]
+    assert f"wrote {len(kept)} rows" in printed
+    assert "1 too_few_visible (e.g. annotation id 2: 5 visible keypoints)" in printed
+    assert f"{len(small)} too_small (e.g. annotation id {small[0]}" in printed
+    assert "1 face_shoulders_only (e.g. annotation id 5)" in printed
+    res = load_annotations(out)
+    x0 = np.array([people[k]["bbox"][0] + people[k]["bbox"][2] / 2 for k in kept])
+    np.testing.assert_allclose(res["center"][:, 0], x0, rtol=1e-6)
+    # All off: every person is written.
+    assert main(argv + NO_FILTERS) == 0
+    assert f"wrote {len(people)} rows" in capsys.readouterr().out
+    # Values out of range are usage errors naming the option.
+    for bad in (["--min-visible", "25"], ["--min-size", "-1"], ["--min-size", "nan"]):
+        assert main(argv + bad) == 2
+        assert bad[0] in capsys.readouterr().err
+
+
+def test_face_keypoint_vertices_are_smplx_ids_in_j24_face_order():
+    """The fallback face vertices (HMR_FACE_VERTEX_IDS) are, slot by slot, the vertices smplx
+    uses for the keypoint of the same name, and COCO's face keypoints land in those slots."""
+    smplx_ids = pytest.importorskip("smplx.vertex_ids").vertex_ids["smplh"]  # SMPL's table
+    smplx_key = {"nose": "nose", "left_eye": "leye", "right_eye": "reye", "left_ear": "lear",
+                 "right_ear": "rear"}  # fmt: skip
+    face_slots = HMR19_FROM_J24[14:]
+    assert [J24_NAMES[j] for j in face_slots] == list(COCO_NAMES[:5])
+    facts = dict(zip(VERTEX_JOINT_NAMES, VERTEX_JOINT_IDS))  # shared/SMPL_FACTS.md
+    for slot, vid in zip(face_slots, HMR_FACE_VERTEX_IDS):
+        name = J24_NAMES[slot]
+        assert vid == smplx_ids[smplx_key[name]] == facts[name], name
+        assert COCO_TO_J24[COCO_NAMES.index(name)] == slot
+
+
 def test_coco_malformed_annotations_are_counted_with_their_id(tmp_path, capsys):
-    rng = np.random.default_rng(1)
+    rng = seeding.rng()
     good, _ = _coco_ann(rng, 1, 7, 12)
     short, _ = _coco_ann(rng, 2, 7, 12)
     short["keypoints"] = short["keypoints"][:50]
@@ -165,7 +272,7 @@ def test_coco_malformed_annotations_are_counted_with_their_id(tmp_path, capsys):
 
 
 def test_coco_files_that_are_not_keypoint_files(tmp_path, capsys):
-    rng = np.random.default_rng(2)
+    rng = seeding.rng()
     ann, _ = _coco_ann(rng, 1, 7, 12)
     del ann["keypoints"], ann["num_keypoints"]
     inst = tmp_path / "instances_val2017.json"
@@ -181,7 +288,8 @@ def test_coco_files_that_are_not_keypoint_files(tmp_path, capsys):
     # nothing kept: an error, not "wrote 0 rows"
     few, _ = _coco_ann(rng, 2, 7, 5)
     path = _write_coco(tmp_path / "person_keypoints_few.json", IMAGES, [few])
-    assert main(["--format", "coco", "--src", str(path), "--out", str(out)]) == 1
+    assert main(["--format", "coco", "--src", str(path), "--out", str(out),
+                 "--min-keypoints", "12"]) == 1  # fmt: skip
     err = capsys.readouterr().err
     assert "no row" in err and "1 too_few_keypoints" in err and not out.exists()
     assert main(["--format", "coco", "--src", str(path), "--out", str(out),

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,14 +68,14 @@ def test_smpl_param_loss_hand_example_and_masking():
     gt_betas[2] = NAN
     has = torch.tensor([True, True, False])
     loss = smpl_param_loss(pred_rot, pred_betas, gt_pose, gt_betas, has)
-    expected = (4.0 + 4.0) / (2 * (24 * 9 + 10))  # one mean over all 226 values
+    expected = 0.5 * (4.0 + 4.0) / (2 * (24 * 9 + 10))  # one mean over all 226 values, x0.5
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     loss.backward()
     assert torch.isfinite(pred_rot.grad).all() and torch.isfinite(pred_betas.grad).all()
     assert torch.equal(pred_rot.grad[2], torch.zeros(24, 3, 3))
     assert torch.equal(pred_betas.grad[2], torch.zeros(10))
-    # d/dbeta of (beta - 0)^2 / (2 * 226) = beta / 226.
-    torch.testing.assert_close(pred_betas.grad[0], pred_betas.detach()[0] / 226)
+    # d/dbeta of 0.5 * (beta - 0)^2 / (2 * 226) = beta / (2 * 226).
+    torch.testing.assert_close(pred_betas.grad[0], pred_betas.detach()[0] / (2 * 226))
 
 
 def test_smpl_param_loss_no_labels_is_zero_with_zero_grad():
@@ -101,7 +102,7 @@ def test_joints_3d_loss_is_translation_invariant_and_masked():
     gt[1] = NAN  # sample without 3D labels
     pred.requires_grad_()
     loss = joints_3d_loss(pred, gt, torch.tensor([1.0, 0.0]))
-    assert loss.item() == pytest.approx(0.09 / (13 * 3), rel=1e-4)
+    assert loss.item() == pytest.approx(0.5 * 0.09 / (13 * 3), rel=1e-4)
     loss.backward()
     assert torch.isfinite(pred.grad).all()
     assert torch.equal(pred.grad[1], torch.zeros(14, 3))
@@ -114,7 +115,7 @@ def test_joints_3d_loss_pelvis_is_hip_midpoint():
     pred[0, 2, 0] = 1.0  # move the right hip by 1 in x: pelvis moves by 0.5
     # Centred pred: every joint at -0.5 in x except the right hip at +0.5.
     loss = joints_3d_loss(pred, gt, torch.ones(1))
-    assert loss.item() == pytest.approx(14 * 0.25 / (14 * 3))
+    assert loss.item() == pytest.approx(0.5 * 14 * 0.25 / (14 * 3))
 
 
 def test_joints_3d_loss_none_is_zero_with_zero_grad():
@@ -170,3 +171,43 @@ def test_adversarial_loss_gradients():
 def test_bad_shapes_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def _tf_mean_squared_error(labels, predictions, weights):
+    """tf.losses.mean_squared_error's default reduction (SUM_BY_NONZERO_WEIGHTS): the weighted
+    sum of squared errors over the number of non-zero weights after broadcasting."""
+    weights = np.broadcast_to(weights, labels.shape)
+    return (weights * (labels - predictions) ** 2).sum() / max(np.count_nonzero(weights), 1)
+
+
+def test_3d_losses_times_lambda_equal_the_original_formula():
+    """lambda x each 3D term equals the original code's compute_3d_loss, i.e. lambda x
+    tf.losses.mean_squared_error(gt, pred, weights=has[:, None]) x 0.5 (akanazawa/hmr
+    src/trainer.py), on the flattened parameters / pelvis-aligned joints it uses."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    b, lam = 5, 60.0
+    has = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
+    # SMPL parameters: [24 rotation matrices (216), 10 betas] against Rodrigues of the labels.
+    pred_rot = rng.normal(size=(b, 24, 3, 3))
+    pred_betas, gt_betas = rng.normal(size=(b, 10)), rng.normal(size=(b, 10))
+    gt_pose = rng.uniform(-1.0, 1.0, size=(b, 72))
+    gt_rot = np.stack([[cv2.Rodrigues(gt_pose[i, 3 * j:3 * j + 3])[0] for j in range(24)]
+                       for i in range(b)])
+    pred_flat = np.concatenate([pred_rot.reshape(b, -1), pred_betas], 1)
+    gt_flat = np.concatenate([gt_rot.reshape(b, -1), gt_betas], 1)
+    expected = lam * _tf_mean_squared_error(gt_flat, pred_flat, has[:, None]) * 0.5
+    t = torch.from_numpy
+    got = lam * smpl_param_loss(t(pred_rot), t(pred_betas), t(gt_pose), t(gt_betas), t(has))
+    assert got.item() == pytest.approx(expected, rel=1e-9)
+    # 3D joints: each set centred on its hips' midpoint (LSP 2, 3), then (B, 42).
+    pred_j, gt_j = rng.normal(size=(b, 14, 3)), rng.normal(size=(b, 14, 3))
+
+    def align(j):
+        return (j - 0.5 * (j[:, 2:3] + j[:, 3:4])).reshape(b, -1)
+
+    expected = lam * _tf_mean_squared_error(align(gt_j), align(pred_j), has[:, None]) * 0.5
+    gt4 = np.concatenate([gt_j, np.ones((b, 14, 1))], -1)
+    got = lam * joints_3d_loss(t(pred_j), t(gt4), t(has))
+    assert got.item() == pytest.approx(expected, rel=1e-9)

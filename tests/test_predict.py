@@ -174,8 +174,8 @@ def test_detector_on_the_synthetic_person(person_image):
 
 def test_predict_with_an_hmr_fast_checkpoint(tmp_path, person_image):
     """hmr-fast's own checkpoints (any backbone, their own crop size) through predict."""
+    from hmr_fast.train.build import build_model
     from hmr_fast.train.config import TrainConfig
-    from hmr_fast.train.trainer import build_model
 
     cfg = TrainConfig(backbone="resnet18", image_size=64)
     torch.manual_seed(1)

@@ -190,8 +190,8 @@ def test_rotmat_to_axis_angle_inverts_rodrigues(max_angle):
 
 def test_hmr_fast_checkpoint_loads_with_its_own_crop_size(tmp_path):
     """hmr-fast's own format, recognised by its contents (a 'config' entry), any name."""
+    from hmr_fast.train.build import build_model
     from hmr_fast.train.config import TrainConfig
-    from hmr_fast.train.trainer import build_model
 
     cfg = TrainConfig(backbone="resnet18", image_size=64)
     torch.manual_seed(0)

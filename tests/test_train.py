@@ -17,8 +17,11 @@ import pytest
 import torch
 
 from hmr_fast.train import checkpoint as ckpt
+from hmr_fast.train.cli import main
 from hmr_fast.train.config import load_config
-from hmr_fast.train.trainer import StepSampler, lr_factor, main, train
+from hmr_fast.train.run import train
+from hmr_fast.train.sampling import StepSampler
+from hmr_fast.train.step import lr_factor
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -217,7 +220,7 @@ def test_amp_runs_bf16_autocast_on_cpu(data, tmp_path, capsys):
 
 
 def test_ranges_time_blocks_and_submodules():
-    from hmr_fast.train.trainer import Ranges
+    from hmr_fast.train.ranges import Ranges
 
     r = Ranges(timed=True)
     lin = torch.nn.Linear(3, 3)
@@ -275,7 +278,7 @@ def test_resume_names_the_checkpoint_it_skipped(data, tmp_path):
 
 
 def test_dataset_sources_pair_roots_and_caches_with_each_entry(data, tmp_path):
-    from hmr_fast.train.trainer import dataset_sources
+    from hmr_fast.train.data import dataset_sources
 
     synth = data / "synth"
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
@@ -346,11 +349,11 @@ def test_two_steps_on_the_triton_backends(data, tmp_path, monkeypatch):
     """The fused path (Triton SMPL and discriminator; the interpreter without CUDA) through
     the real trainer: two steps, finite losses, and the same first-step loss as the torch
     backends within fp32 tolerance."""
-    from hmr_fast.train import trainer
+    from hmr_fast.train import run
 
     out_torch, out_triton = tmp_path / "torch", tmp_path / "triton"
     assert main(_args(data, out_torch, 2)) == 0
-    monkeypatch.setattr(trainer, "backends_for", lambda cfg, device: "triton")
+    monkeypatch.setattr(run, "backends_for", lambda cfg, device: "triton")
     assert main(_args(data, out_triton, 2)) == 0
     fused, plain = _metrics(out_triton), _metrics(out_torch)
     assert len(fused) == 2 and all(np.isfinite(m["loss"]) for m in fused)
@@ -364,7 +367,7 @@ def test_baseline_theta_is_stored_in_the_checkpoint(data, tmp_path):
 
     from hmr_fast.eval.protocols import mean_theta
     from hmr_fast.models.hmr import initial_theta
-    from hmr_fast.train.trainer import load_trained_model
+    from hmr_fast.train.build import load_trained_model
 
     mocap = tmp_path / "mocap.npz"
     shutil.copy(data / "mocap.npz", mocap)

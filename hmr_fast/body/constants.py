@@ -53,9 +53,15 @@ HMR19_FLIP_PERM = (5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 12, 13, 14, 16, 15, 18,
 J24_FLIP_PERM = (
     5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 12, 13, 14, 15, 16, 17, 18, 19, 21, 20, 23, 22,
 )
-# SMPL mesh vertices used as HMR's 5 face keypoints (nose, left eye, right eye, left ear,
-# right ear), the same vertices smplx uses for its vertex joints.
+# SMPL mesh vertices used as HMR's 5 face keypoints when no cocoplus regressor is given.
 HMR_FACE_VERTEX_IDS = (332, 2800, 6260, 583, 4071)
+"""Vertex ids of HMR's face keypoints, in J24 face-slot order (19..23 = HMR19 14..18): nose
+332, left eye 2800, right eye 6260, left ear 583, right ear 4071. They are smplx's SMPL vertex
+joints (``smplx.vertex_ids['smplh']``: nose 332, leye 2800, reye 6260, lear 583, rear 4071,
+the table smplx's SMPL uses) and SPIN's J24 face joints (its JOINT_MAP takes 'Nose', 'Left
+Eye', 'Right Eye', 'Left Ear', 'Right Ear' from those smplx joints). Used as one-hot rows
+after a 14-row LSP regressor (``SMPL.hmr_keypoint_regressor``) and by the procedural body;
+a model file's own 19-row ``cocoplus_regressor`` (HMR's) takes precedence."""
 LSP_LEFT_HIP, LSP_RIGHT_HIP = 3, 2  # pelvis = midpoint of the hips (H3.6M protocol)
 
 # COCO's 17 person keypoints mapped into J24.

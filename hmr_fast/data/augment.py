@@ -163,8 +163,15 @@ def augment_pose(pose: np.ndarray, params: AugParams) -> np.ndarray:
     return np.asarray(pose, np.float32)
 
 
-def warp_image(image: np.ndarray, m: np.ndarray, image_size: int, interp=cv2.INTER_LINEAR):
-    """``cv2.warpAffine`` of ``image`` with ``m`` to (S, S), zero (black) outside.
+PADDINGS = {"zero": cv2.BORDER_CONSTANT, "edge": cv2.BORDER_REPLICATE}
+
+
+def warp_image(
+    image: np.ndarray, m: np.ndarray, image_size: int, interp=cv2.INTER_LINEAR, padding="zero"
+):
+    """``cv2.warpAffine`` of ``image`` with ``m`` to (S, S); outside the image ``padding``:
+    "zero" (black, as SPIN's crops) or "edge" (the border pixels replicated, as the original
+    HMR's training crops).
 
     A mirrored ``m`` (a flip, negative determinant) is warped unmirrored and then mirrored:
     OpenCV 4 rounds source coordinates to 1/32 pixel, so warping with the mirrored matrix
@@ -179,7 +186,7 @@ def warp_image(image: np.ndarray, m: np.ndarray, image_size: int, interp=cv2.INT
         m,
         (image_size, image_size),
         flags=interp,
-        borderMode=cv2.BORDER_CONSTANT,
+        borderMode=PADDINGS[padding],
         borderValue=0,
     )
     return np.ascontiguousarray(crop[:, ::-1]) if mirrored else crop
@@ -219,15 +226,20 @@ def augment_sample(
     pose: np.ndarray,
     params: AugParams,
     image_size: int = 224,
+    padding: str = "zero",
+    bgr: bool = False,
 ) -> dict:
-    """Crop and augment one sample.
+    """Crop and augment one sample (the training dataset's item is made by this).
 
-    image (H, W, 3) uint8 RGB; part (24, 3) image pixels + flag; s3 (24, 4); pose (72,).
+    image (H, W, 3) uint8 RGB (BGR with ``bgr``: only the crop is converted); part (24, 3)
+    image pixels + flag; s3 (24, 4); pose (72,); ``padding`` as ``warp_image``.
     Returns numpy arrays: ``img`` (3, S, S) float32 normalised, ``part`` (24, 3) normalised
     crop coords, ``S`` (24, 4), ``pose`` (72,), and ``matrix`` (2, 3) image -> crop pixels.
     """
     m = crop_matrix(center, scale, image_size, params)
-    crop = warp_image(image, m, image_size)
+    crop = warp_image(image, m, image_size, padding=padding)
+    if bgr:
+        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
     return {
         "img": normalize_image(crop, params.color),
         "part": transform_keypoints_2d(part, m, image_size, params.flip),

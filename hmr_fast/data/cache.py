@@ -9,15 +9,16 @@ For every row of the annotation npz the square box of side ``factor * 200 * scal
 pixels with one ``cv2.warpAffine`` and written as ``DIR/crops/<row>.jpg``. ``DIR/index.npz``
 holds ``cropname`` (N,) (``""`` where the source image could not be read), copies of the
 rows' ``center`` / ``scale`` (to detect a cache built from another npz), and the scalars
-``factor`` and ``resolution``.
+``factor``, ``resolution`` and ``padding`` (what fills the crop beyond the image: ``edge``,
+the training default, or ``zero``; a dataset refuses a cache padded otherwise than itself).
 
 ``KeypointDataset(..., cache_dir=DIR)`` (or ``"auto"``; never implicitly) then reads the crop and
 re-expresses the row in the crop's pixels (``cached_row``): the person's box becomes the
 centred square of side ``resolution / factor``, keypoints are mapped with the same affine,
 and the augmentation runs unchanged, so a cached sample equals the uncached one up to JPEG
 loss and the second resampling. Augmentations that look beyond the cached margin (zoom below
-``1 / factor``, large translations or rotations) see black instead of image content at the
-borders.
+``1 / factor``, large translations or rotations) see the padding of the cached crop instead of
+image content at the borders.
 
 Every crop and the index are written atomically (``hmr_fast.data.fileio``). The tool reports
 what it skipped per reason (unreadable or truncated source image, unusable centre/scale,
@@ -36,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hmr_fast.data.augment import crop_matrix, warp_image
+from hmr_fast.data.augment import PADDINGS, crop_matrix, warp_image
 from hmr_fast.data.fileio import atomic_savez, atomic_write_bytes, read_npz
 from hmr_fast.data.formats import invalid_rows, load_annotations
 from hmr_fast.data.images import ImageReadError, read_image_bgr
@@ -65,8 +66,11 @@ def cached_row(center, scale: float, part: np.ndarray, factor: float, resolution
     return np.array([c, c]), resolution / (factor * 200.0), part
 
 
-def load_cache_index(cache_dir: str | os.PathLike, ann: dict | None = None) -> dict:
-    """Read ``DIR/index.npz``; with ``ann`` check that it was built from the same rows."""
+def load_cache_index(
+    cache_dir: str | os.PathLike, ann: dict | None = None, padding: str | None = None
+) -> dict:
+    """Read ``DIR/index.npz``; with ``ann`` check that it was built from the same rows, with
+    ``padding`` that it was padded that way (caches from before padding was recorded: zero)."""
     path = Path(cache_dir) / INDEX_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no cache index at {path} (build it with hmr-fast cache-data)")
@@ -87,18 +91,25 @@ def load_cache_index(cache_dir: str | os.PathLike, ann: dict | None = None) -> d
                 f"cache {cache_dir} was built from different annotations "
                 f"({len(index['cropname'])} rows vs {len(ann['imgname'])}); rebuild it"
             )
+    built = str(index["padding"]) if "padding" in index else "zero"
+    if padding is not None and built != padding:
+        raise ValueError(
+            f"cache {cache_dir} was padded with {built!r} but the dataset crops with "
+            f"{padding!r}; rebuild it with hmr-fast cache-data --padding {padding}"
+        )
     index["dir"] = Path(cache_dir)
     return index
 
 
 def _crop_one(job):
     """-> (row, None) when written, else (row, (reason, message))."""
-    row, src, dst, center, scale, factor, resolution, quality = job
+    row, src, dst, center, scale, factor, resolution, quality, padding = job
     try:
         img = read_image_bgr(src)
     except ImageReadError as exc:
         return row, ("unreadable_images", str(exc))
-    crop = warp_image(img, cache_matrix(center, scale, factor, resolution), resolution)
+    m = cache_matrix(center, scale, factor, resolution)
+    crop = warp_image(img, m, resolution, padding=padding)
     ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:  # pragma: no cover - the JPEG encoder does not fail on a uint8 crop
         return row, ("write_failed", f"{dst}: JPEG encoding failed")
@@ -134,6 +145,7 @@ def build_cache(
     quality: int = 95,
     workers: int = 1,
     progress: bool = True,
+    padding: str = "edge",
 ) -> dict:
     """Write the crops and the index (see module docstring).
 
@@ -157,6 +169,7 @@ def build_cache(
             factor,
             resolution,
             quality,
+            padding,
         )
         for i in range(n)
         if usable[i]
@@ -192,6 +205,7 @@ def build_cache(
         "scale": ann["scale"],
         "factor": np.float64(factor),
         "resolution": np.int64(resolution),
+        "padding": np.str_(padding),
     }
     atomic_savez(out / INDEX_NAME, **index)
     return {**index, "skipped": skipped, "examples": examples}
@@ -215,13 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=224, help="training crop size")
     p.add_argument("--factor", type=float, default=1.25, help="cached margin around the crop")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality")
+    p.add_argument("--padding", choices=tuple(PADDINGS), default="edge",
+                   help="what fills a crop beyond the image (the training config's crop_padding)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     args = p.parse_args(argv)
     try:
         out = args.out if args.out is not None else default_cache_dir(args.npz)
         index = build_cache(
             args.npz, args.image_root, out, args.image_size, args.factor, args.quality,
-            args.workers,
+            args.workers, padding=args.padding,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
         print(f"hmr-fast cache-data: error: {exc}", file=sys.stderr)

@@ -78,14 +78,12 @@ from torch.utils.data import Dataset
 
 from hmr_fast.body.constants import HMR19_FROM_J24
 from hmr_fast.data.augment import (
+    PADDINGS,
     AugConfig,
     AugParams,
-    augment_pose,
+    augment_sample,
     crop_matrix,
-    normalize_image,
     sample_aug_params,
-    transform_keypoints_2d,
-    transform_keypoints_3d,
     warp_image,
 )
 from hmr_fast.data.cache import cached_row, default_cache_dir, load_cache_index
@@ -121,6 +119,7 @@ class KeypointDataset(Dataset):
         reduced_decode: bool = True,
         on_unreadable: str = "substitute",
         mask_root=None,
+        padding: str = "edge",
     ):
         if int(image_size) <= 0:
             raise ValueError(f"image_size must be a positive int, got {image_size}")
@@ -130,6 +129,9 @@ class KeypointDataset(Dataset):
         self.image_root = Path(image_root)
         self.mask_root = Path(mask_root) if mask_root is not None else self.image_root
         self.on_unreadable = on_unreadable
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {tuple(PADDINGS)}, got {padding!r}")
+        self.padding = padding
         self.image_size = int(image_size)
         self.train = bool(train)
         self.aug = aug if aug is not None else AugConfig()
@@ -153,7 +155,7 @@ class KeypointDataset(Dataset):
         self.cache = None
         if cache_dir is not None:
             self.cache = load_cache_index(
-                default_cache_dir(npz_path) if cache_dir == "auto" else cache_dir, ann
+                default_cache_dir(npz_path) if cache_dir == "auto" else cache_dir, ann, padding
             )
         self.image_failures = 0
 
@@ -250,17 +252,17 @@ class KeypointDataset(Dataset):
             params = sample_aug_params(np.random.default_rng(list(key)), size, self.aug)
         else:
             params = AugParams()
-        m = crop_matrix(center, scale, size, params)
-        crop = cv2.cvtColor(warp_image(img, m, size), cv2.COLOR_BGR2RGB)
-        kp2 = transform_keypoints_2d(part, m, size, params.flip)[list(HMR19_FROM_J24)]
+        sample = augment_sample(img, center, scale, part, ann["S"][row], ann["pose"][row],
+                                params, size, padding=self.padding, bgr=True)
+        kp2 = sample["part"][list(HMR19_FROM_J24)]
         if not self.has_part:
             kp2[:, 2] = 0.0
-        s3 = transform_keypoints_3d(ann["S"][row], params.rot, params.flip)[:14]
+        s3 = sample["S"][:14]
         has_3d = float(self.has_S and (s3[:, 3] > 0).any())
         has_smpl = float(ann["has_smpl"][row] > 0)
-        pose = augment_pose(ann["pose"][row], params) if has_smpl else np.zeros(72, np.float32)
+        pose = sample["pose"] if has_smpl else np.zeros(72, np.float32)
         item = {
-            "img": torch.from_numpy(normalize_image(crop, params.color)),
+            "img": torch.from_numpy(sample["img"]),
             "keypoints_2d": torch.from_numpy(kp2),
             "keypoints_3d": torch.from_numpy(s3),
             "pose": torch.from_numpy(np.asarray(pose, np.float32)),

@@ -34,6 +34,16 @@ Protocols
   holds a 4), or the image name (the id, as in SPIN's ``S9_Walking.60457274_000001.jpg``, or
   1-based ``ca_04`` as in H36M-Toolbox names). Reported after Procrustes alignment (PA-MPJPE;
   MPJPE too). SPIN's ``h36m_valid_protocol2.npz`` holds frontal rows only already.
+  Trials (``p2_trials``, ``--h36m-p2-trials``): ``all`` (default) scores both trials of each
+  action, as SPIN's ``h36m_valid_protocol2.npz`` (its preprocess/h36m.py keeps every frontal
+  sequence) and the papers compared with it; ``first`` keeps the first trial only, as the
+  original HMR's ``evaluate_h36m.py`` (``get_h36m_seqs``: protocol 2 = camera 3 and trial 0),
+  for the paper's own table. A row's trial is H3.6M's subaction (1 = first): a ``subaction``
+  field (1-/2-based, or 0-/1-based when it holds a 0), H36M-Toolbox names (``subact_01``), or
+  SPIN's names (``S9_Directions_1.60457274_...``), whose video name is looked up in
+  ``H36M_FIRST_TRIAL_VIDEOS`` (H3.6M's metadata: the first trial is not always the "... 1"
+  video, e.g. S9 SittingDown, S11 Phoning 3). Rows of the second trial are counted in
+  ``skipped_not_first_trial``, rows whose trial cannot be told in ``skipped_unknown_trial``.
 * ``3dhp``: PCK at 150 mm and AUC over 0..150 mm (31 thresholds), before and after similarity
   alignment; MPJPE / PA-MPJPE too.
 * ``3dpw``: the ground truth comes from ``pose`` / ``shape`` through the SMPL model of each
@@ -89,6 +99,39 @@ H36M_CAMERA_IDS = ("54138969", "55011271", "58860488", "60457274")
 H36M_FRONTAL_CAMERA_ID = "60457274"
 _CAMERA_ID_RE = re.compile("|".join(H36M_CAMERA_IDS))
 _CA_RE = re.compile(r"ca_0?([1-4])(?!\d)", re.I)  # H36M-Toolbox names: 1-based
+
+# Protocol 2's two readings of "which trials" (module docstring).
+P2_TRIALS = ("all", "first")
+DEFAULT_P2_TRIALS = "all"
+P2_TRIALS_TEXT = {
+    "all": "all: both trials (SPIN's h36m_valid_protocol2.npz)",
+    "first": "first: trial 1 only (the original HMR's evaluate_h36m.py)",
+}
+# H3.6M's subaction 1 / 2 ("trial") of the test subjects by video name, from the dataset's
+# metadata (metadata.xml's mapping; the same in anibali/h36m-fetch's reading of it and in the
+# H36M-Toolbox conversions). Numbers in names are not trial numbers.
+H36M_TRIAL_VIDEOS = {
+    "S9": (
+        ("Directions 1", "Discussion 1", "Eating 1", "Greeting 1", "Phoning 1", "Photo 1",
+         "Posing 1", "Purchases 1", "Sitting 1", "SittingDown", "Smoking 1", "Waiting 1",
+         "WalkDog 1", "Walking 1", "WalkTogether 1"),
+        ("Directions", "Discussion 2", "Eating", "Greeting", "Phoning", "Photo", "Posing",
+         "Purchases", "Sitting", "SittingDown 1", "Smoking", "Waiting", "WalkDog", "Walking",
+         "WalkTogether"),
+    ),
+    "S11": (
+        ("Directions 1", "Discussion 1", "Eating 1", "Greeting 2", "Phoning 3", "Photo 1",
+         "Posing 1", "Purchases 1", "Sitting 1", "SittingDown", "Smoking 2", "Waiting 1",
+         "WalkDog 1", "Walking 1", "WalkTogether 1"),
+        ("Directions", "Discussion 2", "Eating", "Greeting", "Phoning 2", "Photo", "Posing",
+         "Purchases", "Sitting", "SittingDown 1", "Smoking", "Waiting", "WalkDog", "Walking",
+         "WalkTogether"),
+    ),
+}  # fmt: skip
+_VIDEO_ALIASES = {"TakingPhoto": "Photo", "WalkingDog": "WalkDog"}  # names in some releases
+# SPIN: images/S9_Directions_1.60457274_000001.jpg (the video name, spaces as "_")
+_SPIN_NAME_RE = re.compile(r"(?:^|/)(S\d+)_([A-Za-z]+(?:_\d+)?)\.\d{8}_\d+")
+_SUBACT_RE = re.compile(r"subact_0?([12])(?!\d)", re.I)  # H36M-Toolbox names: 1-based
 
 GENDERS = {"m": "male", "male": "male", "f": "female", "female": "female",
            "n": "neutral", "neutral": "neutral"}  # fmt: skip
@@ -259,28 +302,42 @@ def summarize_3d(errors: dict, keys) -> dict:
 # ---- row selection --------------------------------------------------------------------------
 
 
+def _numbered_column(vals: np.ndarray, count: int, field: str, fix: str) -> np.ndarray:
+    """(N,) 0-based indices from a column of 0-based (0..count-1) or 1-based (1..count)
+    numbers, -1 where a value is not such a number. The base is told by a 0 or a ``count``
+    in the column; a column with neither, or with both, is a ValueError (``fix``: what to
+    store instead)."""
+    vals = np.char.strip(np.asarray(vals).astype(str))
+    idx = np.array([int(float(v)) if re.fullmatch(r"\d+(\.0*)?", v) else -1 for v in vals])
+    ok = (idx >= 0) & (idx <= count)
+    present = set(idx[ok].tolist())
+    out = np.full(len(vals), -1)
+    if not ok.any():
+        return out
+    if 0 in present and count in present:
+        raise ValueError(
+            f"h36m-p2: the {field!r} column holds both 0 and {count}, so it is neither 0-based "
+            f"nor 1-based; {fix}"
+        )
+    if 0 not in present and count not in present:
+        raise ValueError(
+            f"h36m-p2: the {field!r} column holds only {sorted(present)}: cannot tell 0-based "
+            f"from 1-based numbering; {fix}"
+        )
+    out[ok] = idx[ok] - (0 if 0 in present else 1)
+    return out
+
+
 def _camera_from_column(values: np.ndarray) -> np.ndarray:
     """(N,) camera ids from a ``camera`` column of ids or 0-/1-based indices."""
     vals = np.char.strip(np.asarray(values).astype(str))
     out = np.full(len(vals), "", dtype=object)
     is_id = np.isin(vals, H36M_CAMERA_IDS)
     out[is_id] = vals[is_id]
-    idx = np.array([int(float(v)) if re.fullmatch(r"\d+(\.0*)?", v) else -1 for v in vals])
-    small = ~is_id & (idx >= 0) & (idx <= 4)
-    present = set(idx[small].tolist())
-    if small.any():
-        if 0 in present and 4 in present:
-            raise ValueError(
-                "h36m-p2: the 'camera' column holds both 0 and 4, so it is neither 0-based nor "
-                "1-based; store the camera ids (54138969, 55011271, 58860488, 60457274)"
-            )
-        if 0 not in present and 4 not in present:
-            raise ValueError(
-                f"h36m-p2: the 'camera' column holds only {sorted(present)}: cannot tell "
-                "0-based from 1-based numbering; store the camera ids (60457274 is frontal)"
-            )
-        base = 0 if 0 in present else 1
-        out[small] = np.asarray(H36M_CAMERA_IDS, dtype=object)[idx[small] - base]
+    fix = "store the camera ids (54138969, 55011271, 58860488, 60457274; 60457274 is frontal)"
+    idx = _numbered_column(np.where(is_id, "", vals), 4, "camera", fix)
+    small = idx >= 0
+    out[small] = np.asarray(H36M_CAMERA_IDS, dtype=object)[idx[small]]
     return out
 
 
@@ -317,6 +374,59 @@ def frontal_camera_rows(ann: dict) -> np.ndarray:
     return known_cameras(ann) == H36M_FRONTAL_CAMERA_ID
 
 
+def _trial_from_name(name: str) -> int:
+    """0 / 1 for H3.6M's subaction 1 / 2 from an image name, -1 when it cannot be told."""
+    m = _SUBACT_RE.search(name)
+    if m:
+        return int(m.group(1)) - 1
+    m = _SPIN_NAME_RE.search(name)
+    if not m or m.group(1) not in H36M_TRIAL_VIDEOS:
+        return -1
+    video = m.group(2).replace("_", " ")
+    base, _, num = video.partition(" ")
+    video = " ".join(filter(None, (_VIDEO_ALIASES.get(base, base), num)))
+    for trial, videos in enumerate(H36M_TRIAL_VIDEOS[m.group(1)]):
+        if video in videos:
+            return trial
+    return -1
+
+
+def row_trials(ann: dict) -> np.ndarray:
+    """(N,) 0 for H3.6M's first trial (subaction 1), 1 for the second, -1 where unknown: the
+    ``subaction`` field, else the image name (see the module docstring)."""
+    if "subaction" in ann:
+        fix = "store H3.6M's subaction numbers 1 and 2"
+        return _numbered_column(ann["subaction"], 2, "subaction", fix)
+    return np.array([_trial_from_name(str(n)) for n in ann["imgname"]], dtype=int)
+
+
+def resolve_p2_trials(protocol: str, p2_trials: str | None) -> str:
+    """The trials reading to use: ``p2_trials`` checked, or the default when None. A value
+    for another protocol than ``h36m-p2`` is a ValueError (it would be silently ignored)."""
+    if p2_trials is None:
+        return DEFAULT_P2_TRIALS
+    if p2_trials not in P2_TRIALS:
+        raise ValueError(
+            f"--h36m-p2-trials must be one of {', '.join(P2_TRIALS)}, got {p2_trials!r}"
+        )
+    if protocol != "h36m-p2":
+        raise ValueError(f"--h36m-p2-trials applies to --protocol h36m-p2 only, not {protocol!r}")
+    return p2_trials
+
+
+def known_trials(ann: dict) -> np.ndarray:
+    """``row_trials``, raising ValueError when no row's trial can be told."""
+    trials = row_trials(ann)
+    if not (trials >= 0).any():
+        raise ValueError(
+            "h36m-p2 with --h36m-p2-trials first needs the trial of each row: add a "
+            "'subaction' field (H3.6M's subaction, 1 or 2) to the npz, or image names with "
+            "'subact_01' (H36M-Toolbox) or SPIN's 'S9_<video>.<camera>_<frame>' form; or "
+            "use --h36m-p2-trials all"
+        )
+    return trials
+
+
 def row_genders(ann: dict) -> np.ndarray:
     """(N,) 'male' / 'female' / 'neutral' from the ``gender`` field, "" where not understood."""
     vals = np.char.lower(np.char.strip(np.asarray(ann["gender"]).astype(str)))
@@ -328,11 +438,15 @@ def row_genders(ann: dict) -> np.ndarray:
     return np.array([GENDERS.get(v, "") for v in vals], dtype=object)
 
 
-def select_rows(protocol: str, dataset, spec: JointSpec | None, max_samples=None):
+def select_rows(
+    protocol: str, dataset, spec: JointSpec | None, max_samples=None,
+    p2_trials: str = DEFAULT_P2_TRIALS,
+):  # fmt: skip
     """Dataset positions a protocol can score, and {reason: count} of the rows it cannot.
 
-    Rows are left out before the model runs: other cameras (``h36m-p2``), incomplete ground
-    truth, no SMPL label or unknown gender (``3dpw``), no mask listed (``lsp-seg``).
+    Rows are left out before the model runs: other cameras (``h36m-p2``) and, with
+    ``p2_trials="first"``, the second trial, incomplete ground truth, no SMPL label or unknown
+    gender (``3dpw``), no mask listed (``lsp-seg``).
     """
     n = len(dataset) if max_samples is None else min(len(dataset), int(max_samples))
     rows = np.asarray(dataset.rows[:n])
@@ -350,6 +464,10 @@ def select_rows(protocol: str, dataset, spec: JointSpec | None, max_samples=None
         cams = known_cameras(ann)
         drop("unknown_camera", cams[rows] == "")
         drop("not_frontal_camera", cams[rows] != H36M_FRONTAL_CAMERA_ID)
+        if p2_trials == "first":
+            trials = known_trials(ann)
+            drop("unknown_trial", trials[rows] < 0)
+            drop("not_first_trial", trials[rows] != 0)
     if protocol == "lsp-seg":
         listed = (np.char.str_len(ann["maskname"][rows].astype(str)) > 0) | (
             np.char.str_len(ann["partname"][rows].astype(str)) > 0
@@ -421,7 +539,7 @@ def model_batches(
     whose image could not be read removed from the batch and counted in
     ``counts["unreadable_images"]`` (the flag travels with each sample, so this holds with
     any number of DataLoader workers)."""
-    from hmr_fast.train.trainer import collate
+    from hmr_fast.data.collate import collate
 
     subset = torch.utils.data.Subset(_skipping_copy(dataset), [int(p) for p in positions])
     loader = torch.utils.data.DataLoader(
@@ -655,25 +773,28 @@ def evaluate(
     *,
     joint_regressor=None,
     smpl_dir=None,
+    p2_trials: str | None = None,
 ) -> dict:
     """Run one protocol; returns a JSON-able dict of results (see the module docstring).
 
     ``theta0`` (85,): the mean-pose baseline's Theta for ``synth`` (default: the model's
     initial Theta). ``joint_regressor``: path of SPIN's J_regressor_h36m.npy (or a (17, V)
-    tensor). ``smpl_dir``: where 3DPW's gendered SMPL files are. Raises NoSamplesError when
-    nothing could be scored.
+    tensor). ``smpl_dir``: where 3DPW's gendered SMPL files are. ``p2_trials``: "all" or
+    "first", ``h36m-p2`` only (None: ``DEFAULT_P2_TRIALS``; the result's ``h36m_p2_trials``
+    says which was scored). Raises NoSamplesError when nothing could be scored.
     """
     if protocol not in PROTOCOLS:
         from hmr_fast.train.config import unknown_key_error
 
         raise unknown_key_error(protocol, PROTOCOLS, "protocol")
+    p2_trials = resolve_p2_trials(protocol, p2_trials)
     regressor = joint_regressor
     if regressor is not None and not isinstance(regressor, torch.Tensor):
         regressor = load_joint_regressor(regressor, int(model.smpl.v_template.shape[0]))
     spec = None
     if protocol != "lsp-seg":
         spec = joint_spec(protocol, dataset.ann, regressor is not None)
-    positions, skipped = select_rows(protocol, dataset, spec, max_samples)
+    positions, skipped = select_rows(protocol, dataset, spec, max_samples, p2_trials)
     n_rows = len(dataset) if max_samples is None else min(len(dataset), int(max_samples))
     # Rows without a usable crop were dropped by the dataset; with --max-samples only the
     # first usable rows are considered, so they are not counted then.
@@ -682,6 +803,8 @@ def evaluate(
     )
     skipped["unreadable_images"] = 0
     res = {"protocol": protocol, "num_rows": n_rows + skipped["invalid_rows"]}
+    if protocol == "h36m-p2":
+        res["h36m_p2_trials"] = P2_TRIALS_TEXT[p2_trials]
     if protocol == "lsp-seg":
         skipped["unreadable_masks"] = 0
         res.update(_seg_results(model, dataset, positions, skipped, batch_size, device,

@@ -3,6 +3,7 @@
     hmr-fast eval --checkpoint runs/hmr --data FILE.npz|DIR [--image-root DIR]
         [--protocol h36m-p1|h36m-p2|3dhp|3dpw|lsp-seg|synth] [--image-cache DIR|auto]
         [--mask-root DIR] [--joint-regressor J_regressor_h36m.npy] [--smpl-dir DIR]
+        [--h36m-p2-trials all|first]
 
 ``--data`` is the annotation npz (or a folder holding one); images are read from
 ``--image-root`` (default: the folder of ``--data``), so SPIN's layout (``dataset_extras/*.npz``
@@ -21,7 +22,13 @@ import math
 import sys
 from pathlib import Path
 
-from hmr_fast.eval.protocols import PROTOCOLS, NoSamplesError, evaluate
+from hmr_fast.eval.protocols import (
+    P2_TRIALS,
+    PROTOCOLS,
+    NoSamplesError,
+    evaluate,
+    resolve_p2_trials,
+)
 
 UNITS = {"mpjpe": "mm", "pve": "mm", "pck": "%", "auc": "%", "accuracy": "", "f1": ""}
 
@@ -68,23 +75,26 @@ def run_eval(
     mask_root=None,
     joint_regressor=None,
     smpl_dir=None,
+    p2_trials=None,
 ) -> dict:
     """Load the checkpoint and the dataset, evaluate; returns the results dict.
 
     ``image_root``: where ``imgname`` is relative to (default: the folder of ``data``);
     ``image_cache``: a ``hmr-fast cache-data`` folder or "auto" (default: none);
-    ``mask_root``: where ``maskname`` / ``partname`` are (default: the image root).
+    ``mask_root``: where ``maskname`` / ``partname`` are (default: the image root);
+    ``p2_trials``: "all" / "first", h36m-p2 only (default "all", see ``--h36m-p2-trials``).
     """
     from hmr_fast.data.datasets import KeypointDataset
     from hmr_fast.data.formats import find_annotation_file
     from hmr_fast.eval.protocols import mean_theta
+    from hmr_fast.train.build import load_trained_model
     from hmr_fast.train.checkpoint import resolve_checkpoint
-    from hmr_fast.train.trainer import load_trained_model
 
     if protocol not in PROTOCOLS:
         from hmr_fast.train.config import unknown_key_error
 
         raise unknown_key_error(protocol, PROTOCOLS, "protocol")
+    resolve_p2_trials(protocol, p2_trials)  # before the model is loaded
     path = resolve_checkpoint(checkpoint)
     npz = find_annotation_file(data)
     root = Path(image_root) if image_root is not None else default_image_root(data, npz)
@@ -101,6 +111,7 @@ def run_eval(
         cache_dir=image_cache,
         on_unreadable="skip",
         mask_root=mask_root,
+        padding=cfg.crop_padding,  # the crops the model was trained on
     )
     res = evaluate(
         protocol,
@@ -114,6 +125,7 @@ def run_eval(
         theta0=mean_theta(model, cfg.mocap) if protocol == "synth" else None,
         joint_regressor=joint_regressor,
         smpl_dir=smpl_dir,
+        p2_trials=p2_trials,
     )
     res.update(
         checkpoint=str(path),
@@ -146,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocol", default="h36m-p1", help=" | ".join(PROTOCOLS))
     p.add_argument("--joint-regressor", help="SPIN's J_regressor_h36m.npy (17 x 6890)")
     p.add_argument("--smpl-dir", help="3dpw: folder of SMPL_MALE / SMPL_FEMALE model files")
+    p.add_argument(
+        "--h36m-p2-trials",
+        choices=P2_TRIALS,
+        help="h36m-p2: score both trials of each action (all, the default: SPIN's "
+        "h36m_valid_protocol2.npz and the papers compared on it) or the first trial only "
+        "(first: the original HMR's evaluate_h36m.py, for the HMR paper's own numbers)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=0)
@@ -164,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             from hmr_fast.train.config import unknown_key_error
 
             raise unknown_key_error(args.protocol, PROTOCOLS, "protocol")
+        resolve_p2_trials(args.protocol, args.h36m_p2_trials)
         passed_over: list = []
         ckpt = resolve_checkpoint(args.checkpoint, passed_over)
         for path, reason in passed_over:  # say which newer checkpoint was not evaluated
@@ -184,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             mask_root=args.mask_root,
             joint_regressor=args.joint_regressor,
             smpl_dir=args.smpl_dir,
+            p2_trials=args.h36m_p2_trials,
         )
     except NoSamplesError as exc:
         print(f"hmr-fast eval: error: {exc}", file=sys.stderr)

@@ -97,13 +97,20 @@ class Discriminator(nn.Module):
         self.shape = nn.Sequential(
             nn.Linear(NUM_BETAS, 10), nn.ReLU(), nn.Linear(10, 5), nn.ReLU(), nn.Linear(5, 1)
         )
-        self.reset_heads()
+        self.reset_parameters()
 
-    def reset_heads(self) -> None:
-        """Initialises each head like an nn.Linear(32, 1)."""
-        bound = 1.0 / math.sqrt(self.head_weight.shape[1])
+    def reset_parameters(self) -> None:
+        """The original's initialisation (akanazawa/hmr src/models.py Discriminator_separable_
+        rotations: slim layers' defaults): Xavier-uniform weights, zero biases; each joint's
+        head as its own fully connected 32 -> 1 layer."""
+        for layer in self.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+        fan_in, fan_out = self.head_weight.shape[1], 1
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
         nn.init.uniform_(self.head_weight, -bound, bound)
-        nn.init.uniform_(self.head_bias, -bound, bound)
+        nn.init.zeros_(self.head_bias)
 
     def resolve_backend(self, device: torch.device) -> str:
         if self.backend == "auto":

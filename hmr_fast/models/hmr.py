@@ -140,8 +140,6 @@ class HMR(nn.Module):
         self.encoder, self.feature_dim = build_encoder(backbone, pretrained)
         self.backbone = backbone
         fc_last = nn.Linear(1024, NUM_THETA)
-        nn.init.xavier_uniform_(fc_last.weight, gain=0.01)
-        nn.init.zeros_(fc_last.bias)
         self.regressor = nn.Sequential(
             nn.Linear(self.feature_dim + NUM_THETA, 1024),
             nn.ReLU(),
@@ -151,6 +149,14 @@ class HMR(nn.Module):
             nn.Dropout(dropout),
             fc_last,
         )
+        # The original's initialisation (akanazawa/hmr src/models.py Encoder_fc3_dropout):
+        # slim's Xavier-uniform weights and zero biases; the last layer variance scaling 0.01,
+        # fan-avg, uniform = Xavier with gain sqrt(0.01) = 0.1, so that Theta starts near
+        # Theta_0.
+        for layer in self.regressor:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight, gain=0.1 if layer is fc_last else 1.0)
+                nn.init.zeros_(layer.bias)
         self.init_theta = nn.Parameter(initial_theta(mean_params))
         if smpl is None:
             smpl = build_smpl(smpl_backend, keypoint_regressor)

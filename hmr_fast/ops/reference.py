@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from hmr_fast.ops import skin_cpu
 from hmr_fast.ops.dispatch import backward_must_be_plain, plain_reason
 from hmr_fast.ops.kernels_loader import kernels_package
+from hmr_fast.ops.tree import tree_levels  # noqa: F401  (re-exported: smpl, smpl_triton)
 
 kernels_package()  # hmr_fast.kernels also in a source checkout that was not pip-installed
 # The Rodrigues constants (smplx's 1e-8 shift, the Taylor threshold) have one source, shared
@@ -221,26 +222,6 @@ class _OneDNNBlend(torch.autograd.Function):
             grad = grad_offsets.contiguous()
             grad_coeffs = _onednn_linear()(blend_dirs, grad.t()).t()
         return grad_coeffs, None, None
-
-
-def tree_levels(parents: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    """Group joints by depth in the kinematic tree.
-
-    Args:
-        parents: length J, parents[0] = -1, every other parent an earlier joint.
-    Returns:
-        levels[d] = joints at depth d (the root alone at depth 0).
-    """
-    depth = [0] * len(parents)
-    for j in range(1, len(parents)):
-        if not 0 <= parents[j] < j:
-            raise ValueError(
-                f"kintree_table: parent of joint {j} must be an earlier joint, got {parents[j]}")
-        depth[j] = depth[parents[j]] + 1
-    levels: list[list[int]] = [[] for _ in range(max(depth) + 1)]
-    for j, d in enumerate(depth):
-        levels[d].append(j)
-    return tuple(tuple(level) for level in levels)
 
 
 @functools.lru_cache(maxsize=16)
@@ -540,8 +521,7 @@ def smpl_forward(model: ModelTensors, betas: torch.Tensor, pose: torch.Tensor,
 def _fused_skeleton_usable(model: ModelTensors, betas, pose, transl) -> bool:
     """Whether `smpl_forward` may take `_fused_cpu_forward`: CPU tensors of one float dtype,
     eager code, numba present, and no gradient to record (the fused path has no backward)."""
-    # Imported here: skeleton_cpu reads this module's Rodrigues constants and tree check.
-    from hmr_fast.ops import skeleton_cpu
+    from hmr_fast.ops import skeleton_cpu  # imported here: it needs numba to be useful
 
     tensors = [betas, pose, model.v_template, model.blend_dirs, model.joint_template,
                model.joint_shapedirs]

@@ -35,8 +35,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from hmr_fast.ops import reference, skin_cpu
+from hmr_fast.ops import skin_cpu
+from hmr_fast.ops.kernels_loader import kernels_package
 from hmr_fast.ops.skin_cpu import as_array
+from hmr_fast.ops.tree import tree_levels
+
+kernels_package()  # hmr_fast.kernels also in a source checkout that was not pip-installed
+# The Rodrigues constants' one source (shared with the torch reference and the kernels).
+from hmr_fast.kernels.constants import SMALL_ANGLE_SQ, SMPLX_ANGLE_EPS  # noqa: E402
 
 
 class Skeleton(NamedTuple):
@@ -179,7 +185,7 @@ def usable(*tensors: torch.Tensor) -> bool:
 @functools.lru_cache(maxsize=16)
 def _parents_array(parents: tuple[int, ...]) -> np.ndarray:
     """The tree as the kernels read it, validated first (they index without bounds checks)."""
-    reference.tree_levels(parents)
+    tree_levels(parents)
     array = np.asarray(parents, dtype=np.int64)
     array.flags.writeable = False
     return array
@@ -229,6 +235,6 @@ def skeleton_forward(
         axis_angle = np.empty((0, num_joints, 3), dtype=common[0].dtype)
         rot_array = as_array(rot_mats)
     _kernels()(
-        axis_angle, reference._SMPLX_ANGLE_EPS, reference._SMALL_ANGLE_SQ, rot_array, *common
+        axis_angle, SMPLX_ANGLE_EPS, SMALL_ANGLE_SQ, rot_array, *common
     )
     return Skeleton(rot_mats, coeffs, posed_joints, transforms)

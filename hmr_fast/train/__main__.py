@@ -2,7 +2,7 @@
 
 import sys
 
-from hmr_fast.train.trainer import main
+from hmr_fast.train.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,8 +1,11 @@
-"""Training configuration: one flat dataclass, loaded from YAML and overridden from the CLI.
+"""Training configuration: one flat dataclass, the single source of every setting.
 
-The defaults live in ``hmr_fast/configs/default.yaml`` (the HMR paper's settings); the
-dataclass below mirrors them so that every key has a type. A key that is not a field, in a
-YAML file or an override, is an error that names the key and its closest matches.
+Its fields hold the defaults (the HMR paper's recipe), their types and their help texts.
+``configs/default.yaml`` is rendered from them (``render_yaml``; a test keeps the file equal
+to the rendering) and ``hmr-fast train``'s flags are generated from them (``train/cli.py``).
+Named configs (``configs/<name>.yaml``: ``paper``, ``demo``) override a few keys. A key that
+is not a field, in a YAML file or an override, is an error that names the key and its
+closest matches.
 """
 
 from __future__ import annotations
@@ -13,49 +16,95 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 LR_SCHEDULES = ("constant", "cosine")
+CROP_PADDINGS = ("edge", "zero")
+
+
+def _key(default, help: str, *, section: str | None = None, flags: tuple = (), factory=None):
+    """A config field whose metadata (help text, YAML section, extra CLI flags) is the one
+    source of ``configs/default.yaml``'s comments and of ``hmr-fast train --help``."""
+    meta = {"help": help, "section": section, "flags": flags}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+ORIGINAL = "akanazawa/hmr"  # the authors' TensorFlow code, cited below as ORIGINAL/<file>
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Every training setting (see configs/default.yaml for what each one means)."""
+    """Every training setting. Defaults are the paper's recipe (Kanazawa et al. CVPR 2018,
+    section 3 "Implementation details") and its original code; each help text cites its
+    source. ``configs/default.yaml`` and the CLI are generated from these fields."""
 
-    data: list = dataclasses.field(default_factory=list)
-    mocap: str | None = None
-    ratio_3d: float = 0.5
-    workers: int = 4
-    image_cache: str | None = None
-    image_root: list = dataclasses.field(default_factory=list)
-    backbone: str = "resnet50"
-    pretrained: str | None = None
-    image_size: int = 224
-    num_iters: int = 3
-    regressor_dropout: float = 0.5
-    fused: bool = True
-    steps: int = 100000
-    batch_size: int = 64
-    encoder_lr: float = 1e-5
-    disc_lr: float = 1e-4
-    encoder_weight_decay: float = 1e-4
-    disc_weight_decay: float = 1e-4
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0
-    flip_prob: float = 0.5
-    amp: bool = False
-    keypoint_weight: float = 60.0
-    joints_3d_weight: float = 60.0
-    smpl_weight: float = 60.0
-    adversarial_weight: float = 1.0
-    disc_weight: float = 1.0
-    use_3d: bool = True
-    seed: int = 0
-    out: str = "runs/hmr"
-    ckpt_every: int = 1000
-    keep_checkpoints: int = 3
-    log_images_every: int = 1000
-    device: str = "auto"
+    data: list = _key(None, "annotation .npz files, or folders each holding one",
+                      section="data", factory=list)
+    mocap: str | None = _key(None, "mocap .npz (pose (N,72), shape (N,10)) for the "
+                             "discriminator prior")
+    ratio_3d: float = _key(0.5, "fraction of each batch drawn from the 3D-labelled datasets")
+    workers: int = _key(4, "DataLoader worker processes (0 = load in the main process)")
+    image_cache: str | None = _key(None, "pre-cropped images (hmr-fast cache-data): null = "
+                                   "none, auto = each npz's X_cache/, or DIR[,DIR...] one per "
+                                   "data entry (\"\" = none)")
+    image_root: list = _key(None, "folders imgname is relative to: one for all data, or one "
+                            "per entry (default: the folder of each data entry)", factory=list)
+    crop_padding: str = _key("edge", "what fills a crop outside the image: edge (replicated "
+                             "border pixels, as ORIGINAL/src/util/data_utils.py "
+                             "pad_image_edge) | zero (SPIN's)")
+    backbone: str = _key("resnet50", "resnet50 | resnet34 | resnet18 (torchvision's v1.5)",
+                         section="model")
+    pretrained: str | None = _key(None, "torchvision ImageNet weights: a file, or \"hub\" "
+                                  "(torch's hub cache); nothing is downloaded. The paper "
+                                  "starts from ImageNet weights (null warns)")
+    image_size: int = _key(224, "crop side in pixels (the paper's 224)")
+    num_iters: int = _key(3, "T, iterative error feedback steps (the paper's 3)")
+    regressor_dropout: float = _key(0.5, "dropout after each FC1024 of the regressor (the "
+                                    "paper's 0.5)")
+    bn_momentum: float = _key(0.003, "batch-norm running-statistics momentum (PyTorch's "
+                              "convention): 1 - slim's decay 0.997 used by ORIGINAL")
+    fused: bool = _key(True, "Triton SMPL + discriminator on CUDA; torch everywhere else")
+    epochs: float = _key(55.0, "length of a run in passes over the training data (the "
+                         "paper's 55); steps follow from the data size", section="optimisation")
+    steps: int | None = _key(None, "length of a run in steps; null = from epochs")
+    batch_size: int = _key(64, "per process; the mocap batch is batch_size * num_iters (the "
+                           "paper's 64)")
+    encoder_lr: float = _key(1e-5, "Adam learning rate of the encoder + regressor (the "
+                             "paper's 1e-5)", flags=("--lr",))
+    disc_lr: float = _key(1e-4, "Adam learning rate of the discriminator (the paper's 1e-4)")
+    encoder_weight_decay: float = _key(0.0, "L2 on the encoder's parameters: 0, as ORIGINAL "
+                                       "(its regularisers are never added to the loss)")
+    disc_weight_decay: float = _key(0.0, "L2 on the discriminator's parameters: 0, as "
+                                    "ORIGINAL")
+    lr_schedule: str = _key("constant", "constant (the paper) | cosine: decay to 0 at the "
+                            "last step (both networks)")
+    warmup_steps: int = _key(0, "linear warm-up of both learning rates over the first N steps")
+    flip_prob: float = _key(0.5, "horizontal flip augmentation (mirrors image, keypoints and "
+                            "pose; ORIGINAL flips half the images)")
+    amp: bool = _key(False, "bf16 autocast of the encoder, regressor and discriminator")
+    keypoint_weight: float = _key(60.0, "lambda of the 2D keypoint L1 (final iteration; "
+                                  "ORIGINAL/src/config.py e_loss_weight)", section="loss weights")
+    joints_3d_weight: float = _key(60.0, "lambda of the 3D joint loss, 0.5 x mean squared "
+                                   "error as ORIGINAL's (masked by has_3d; e_3d_weight)")
+    smpl_weight: float = _key(60.0, "lambda of the SMPL parameter loss, 0.5 x mean squared "
+                              "error as ORIGINAL's (masked by has_smpl; e_3d_weight)")
+    adversarial_weight: float = _key(1.0, "the encoder's adversarial term (all iterations; "
+                                     "the paper's lambda = 1)")
+    disc_weight: float = _key(1.0, "the discriminator's loss (ORIGINAL d_loss_weight)")
+    use_3d: bool = _key(True, "false = 2D keypoints + adversarial prior only",
+                        flags=("--no-3d",))
+    seed: int = _key(0, "seeds the data order, augmentation and initialisation", section="run")
+    out: str = _key("runs/hmr", "run directory (metrics.jsonl, checkpoints/, tb/)")
+    ckpt_every: int = _key(1000, "steps between checkpoints")
+    keep_checkpoints: int = _key(3, "newest checkpoints kept")
+    log_images_every: int = _key(1000, "TensorBoard images of the predicted meshes (0 = never)")
+    minutes: float | None = _key(None, "time budget: training ends within it, and when the "
+                                 "measured speed cannot reach the last step the schedule is "
+                                 "shortened so that it still completes (null = none)")
+    device: str = _key("auto", "auto | cpu | cuda[:N]")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -74,10 +123,13 @@ def unknown_key_error(key: str, known, what: str = "config key") -> ValueError:
 def _coerce(key: str, value):
     """Convert ``value`` (from YAML or a CLI string) to the declared type of ``key``."""
     kind = FIELD_TYPES[key]
-    if value is None:
-        if "None" in kind:
+    nullable = kind.endswith(" | None")
+    if value is None or (nullable and isinstance(value, str)
+                         and value.lower() in ("null", "none", "~")):
+        if nullable:
             return None
         raise ValueError(f"config key {key!r} must not be null (type {kind})")
+    kind = kind.removesuffix(" | None")
     try:
         if kind == "list":
             if isinstance(value, str):
@@ -101,8 +153,6 @@ def _coerce(key: str, value):
             if isinstance(value, bool):
                 raise TypeError
             return float(value)
-        if isinstance(value, str) and value.lower() in ("null", "none", "~"):
-            return None
         return str(value)
     except (TypeError, ValueError):
         raise ValueError(
@@ -114,15 +164,23 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Range checks that catch typos early; returns ``cfg``."""
     if cfg.backbone not in BACKBONES:
         raise unknown_key_error(cfg.backbone, BACKBONES, "backbone")
-    positive = ("image_size", "num_iters", "batch_size", "steps", "ckpt_every", "keep_checkpoints")
+    positive = ("image_size", "num_iters", "batch_size", "steps", "ckpt_every",
+                "keep_checkpoints", "epochs", "minutes")
     for key in positive:
-        if getattr(cfg, key) <= 0:
+        if getattr(cfg, key) is not None and getattr(cfg, key) <= 0:
             raise ValueError(f"config key {key!r} must be > 0, got {getattr(cfg, key)}")
     for key in ("workers", "log_images_every", "encoder_lr", "disc_lr"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"config key {key!r} must be >= 0, got {getattr(cfg, key)}")
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise unknown_key_error(cfg.lr_schedule, LR_SCHEDULES, "lr_schedule")
+    if cfg.crop_padding not in CROP_PADDINGS:
+        raise unknown_key_error(cfg.crop_padding, CROP_PADDINGS, "crop_padding")
+    if not 0.0 < cfg.bn_momentum <= 1.0:
+        raise ValueError(f"config key 'bn_momentum' must be in (0, 1], got {cfg.bn_momentum}")
+    for key in ("encoder_weight_decay", "disc_weight_decay"):
+        if getattr(cfg, key) < 0:
+            raise ValueError(f"config key {key!r} must be >= 0, got {getattr(cfg, key)}")
     if cfg.warmup_steps < 0:
         raise ValueError(f"config key 'warmup_steps' must be >= 0, got {cfg.warmup_steps}")
     if not 0.0 <= cfg.flip_prob <= 1.0:
@@ -148,30 +206,77 @@ def apply_overrides(cfg: TrainConfig, overrides: dict) -> TrainConfig:
     return validate(TrainConfig(**values))
 
 
+def config_path(name: str | Path) -> Path:
+    """A YAML path, or the name of a config shipped in ``hmr_fast/configs`` (``paper``,
+    ``demo``). FileNotFoundError names both places looked at."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / f"{name}.yaml"
+    if path.suffix == "" and shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise FileNotFoundError(f"config file not found: {name} (nor a shipped config: {names})")
+
+
+def read_yaml(path: str | Path) -> dict:
+    """The mapping of a YAML config file (``config_path`` resolves shipped names)."""
+    source = config_path(path)
+    loaded = yaml.safe_load(source.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{source}: a config must be a mapping of key: value")
+    return loaded
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
-    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``.
+    """The dataclass's defaults, then the YAML file at ``path`` (a path or a shipped name;
+    if any), then ``overrides``.
 
     Raises FileNotFoundError for a missing file and ValueError for an unknown key or a value
     of the wrong type.
     """
     cfg = TrainConfig()
-    for source in (DEFAULT_CONFIG, path):
-        if source is None:
-            continue
-        source = Path(source)
-        if not source.is_file():
-            raise FileNotFoundError(f"config file not found: {source}")
-        loaded = yaml.safe_load(source.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{source}: a config must be a mapping of key: value")
+    if path is not None:
         try:
-            cfg = apply_overrides(cfg, loaded)
+            cfg = apply_overrides(cfg, read_yaml(path))
         except ValueError as exc:
-            raise ValueError(f"{source}: {exc}") from None
+            raise ValueError(f"{config_path(path)}: {exc}") from None
     return apply_overrides(cfg, overrides or {})
 
 
+def render_yaml(cfg: TrainConfig | None = None, width: int = 96) -> str:
+    """``cfg`` (default: the defaults) as commented YAML: each key with its help text, under
+    its section's heading. ``configs/default.yaml`` is this text for the defaults."""
+    cfg = cfg or TrainConfig()
+    lines = [
+        "# hmr-fast training defaults: the HMR paper's recipe (Kanazawa et al. CVPR 2018) and",
+        "# its original code (akanazawa/hmr). Generated from hmr_fast/train/config.py",
+        "# (TrainConfig): edit the dataclass, not this file. Any key can be set from the command",
+        "# line (`hmr-fast train --help`) or in a --config YAML; unknown keys are an error.",
+    ]
+    for field in dataclasses.fields(TrainConfig):
+        if field.metadata.get("section"):
+            lines += ["", f"# {field.metadata['section']}"]
+        value = yaml.safe_dump({field.name: getattr(cfg, field.name)},
+                               default_flow_style=True, width=10_000).strip()[1:-1]
+        head = f"{value:<24}  # "
+        words, line = field.metadata["help"].split(), head
+        for word in words:
+            if len(line) + len(word) + 1 > width and line.strip() != head.strip():
+                lines.append(line.rstrip())
+                line = " " * (len(head) - 2) + "# "
+            line += word + " "
+        lines.append(line.rstrip())
+    return "\n".join(lines) + "\n"
+
+
+# What runs saved before a key existed did: a checkpoint without the key is read with this
+# value, not with today's default (its crops were zero-padded, its batch norms PyTorch's).
+VALUES_BEFORE_THE_KEY = {"crop_padding": "zero", "bn_momentum": 0.1}
+
+
 def config_from_dict(values: dict) -> TrainConfig:
-    """Rebuild a config saved in a checkpoint (keys that no longer exist are dropped)."""
-    known = {k: v for k, v in values.items() if k in FIELD_TYPES}
+    """Rebuild a config saved in a checkpoint (keys that no longer exist are dropped; keys it
+    predates take ``VALUES_BEFORE_THE_KEY``)."""
+    known = {**VALUES_BEFORE_THE_KEY, **{k: v for k, v in values.items() if k in FIELD_TYPES}}
     return apply_overrides(TrainConfig(), known)
