@@ -55,10 +55,19 @@ def tiny_job(tmp_path_factory):
 
 
 def test_demo_job_tiny(tiny_job, capsys):
+    """The job's numbers are those `hmr-fast eval` computes from its checkpoint and held-out
+    set, and its headline is the reduction of PA-MPJPE against that baseline."""
+    from hmr_fast.eval.run import run_eval
+
     res = json.loads((tiny_job / "demo_results.json").read_text())
+    ev = run_eval(tiny_job / "run", tiny_job / "synth_test", "synth", progress=False)
     for k in ("mpjpe", "pa_mpjpe", "mean_pose_mpjpe", "mean_pose_pa_mpjpe"):
         assert np.isfinite(res[k]) and res[k] > 0
+        assert res[k] == pytest.approx(ev[k], rel=1e-5), k
+    assert res["pa_mpjpe_reduction"] == pytest.approx(
+        1 - res["pa_mpjpe"] / res["mean_pose_pa_mpjpe"])
     assert res["steps"] == 3 and res["num_samples"] == 8
+    assert res["target_reduction"] == 0.40 and res["train_minutes"] > 0
     assert len(res["pngs"]) == 4
     for p in res["pngs"]:
         img = cv2.imread(p)

@@ -88,8 +88,15 @@ def trained(tmp_path_factory):
     return root
 
 
-def test_eval_synth_end_to_end(trained, capsys):
+def test_eval_synth_end_to_end(trained, preds, capsys):
+    """`hmr-fast eval --protocol synth` against the written-out reference on the model's own
+    predictions (hip-centred MPJPE, Umeyama PA-MPJPE), and its mean-pose baseline against the
+    checkpoint's Theta_0 posed by the SMPL layer."""
+    import torch
+
     from hmr_fast.eval.run import main
+    from hmr_fast.models.hmr import split_theta
+    from hmr_fast.train.build import load_trained_model
 
     out = trained / "synth.json"
     rc = main(["--checkpoint", str(trained / "run"), "--data", str(trained / "synth"),
@@ -97,9 +104,19 @@ def test_eval_synth_end_to_end(trained, capsys):
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["num_samples"] == 10 and res["backbone"] == "resnet18"
-    for k in ("mpjpe", "pa_mpjpe", "mean_pose_mpjpe", "mean_pose_pa_mpjpe"):
-        assert np.isfinite(res[k]) and res[k] > 0, k
-    assert res["pa_mpjpe"] <= res["mpjpe"] + 1e-6
+    gt = preds["ann"]["S"][:, :14, :3].astype(np.float64)
+    mp, pa = _ref_errors(preds["joints"], gt)
+    assert res["mpjpe"] == pytest.approx(mp.mean(), rel=1e-4)
+    assert res["pa_mpjpe"] == pytest.approx(pa.mean(), rel=1e-4)
+    # The baseline predicts Theta_0 for every image.
+    model, _ = load_trained_model(trained / "run")
+    _, pose, betas = split_theta(model.initial_theta[None].float())
+    with torch.no_grad():
+        joints0 = model.smpl(betas=betas, body_pose=pose[:, 3:], global_orient=pose[:, :3])
+    base = model.smpl.keypoint_regressor.double().numpy() @ joints0.vertices[0].double().numpy()
+    mp0, pa0 = _ref_errors(np.repeat(base[None, :14], len(gt), 0), gt)
+    assert res["mean_pose_mpjpe"] == pytest.approx(mp0.mean(), rel=1e-4)
+    assert res["mean_pose_pa_mpjpe"] == pytest.approx(pa0.mean(), rel=1e-4)
     printed = capsys.readouterr().out
     assert "pa_mpjpe" in printed and "mm" in printed
 
