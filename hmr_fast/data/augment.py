@@ -212,11 +212,6 @@ def crop_to_image(u: np.ndarray, center, scale: float) -> np.ndarray:
     return np.asarray(u, np.float64) * (100.0 * float(scale)) + np.asarray(center, np.float64)
 
 
-def image_to_crop(p: np.ndarray, center, scale: float) -> np.ndarray:
-    """(..., 2) image pixels -> normalised coords of the un-augmented crop (inverse above)."""
-    return (np.asarray(p, np.float64) - np.asarray(center, np.float64)) / (100.0 * float(scale))
-
-
 def augment_sample(
     image: np.ndarray,
     center,
