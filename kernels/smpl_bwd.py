@@ -59,14 +59,17 @@ GPU_VERTEX_BWD_REL = {
     ("tf32", 90): dict(BLOCK_B=16, BLOCK_V=16, BLOCK_K=16, **_J, num_warps=8),
     ("tf32x3", 80): dict(BLOCK_B=16, BLOCK_V=16, BLOCK_K=16, **_J, num_warps=8),
     ("ieee", 80): dict(BLOCK_B=16, BLOCK_V=16, BLOCK_K=16, **_J, num_warps=8),
-    ("tf32", 80): dict(BLOCK_B=16, BLOCK_V=16, BLOCK_K=16, **_J, num_warps=8),
+    # BLOCK_K=32: with 16, triton 3.6 spills 12-32 B in the keypoint-mode variant on sm_80.
+    ("tf32", 80): dict(BLOCK_B=16, BLOCK_V=16, BLOCK_K=32, **_J, num_warps=8),
 }
 GPU_VERTEX_BWD_COEF = {
     ("tf32x3", 90): dict(BLOCK_B=64, BLOCK_V=16, BLOCK_K=32, num_warps=8),
-    ("ieee", 90): dict(BLOCK_B=16, BLOCK_V=32, BLOCK_K=32, num_warps=4),
+    # ieee: 4 warps spill 8 B (keypoint mode, triton 3.8); 8 warps are spill-free on 3.6/3.8.
+    ("ieee", 90): dict(BLOCK_B=16, BLOCK_V=32, BLOCK_K=32, num_warps=8),
     ("tf32", 90): dict(BLOCK_B=64, BLOCK_V=16, BLOCK_K=32, num_warps=8),
     ("tf32x3", 80): dict(BLOCK_B=16, BLOCK_V=32, BLOCK_K=32, num_warps=4),
-    ("ieee", 80): dict(BLOCK_B=32, BLOCK_V=32, BLOCK_K=32, num_warps=8),
+    # BLOCK_V=32 spills 8-16 B under triton 3.6; 16 is spill-free under 3.6 and 3.8.
+    ("ieee", 80): dict(BLOCK_B=32, BLOCK_V=16, BLOCK_K=32, num_warps=8),
     ("tf32", 80): dict(BLOCK_B=16, BLOCK_V=32, BLOCK_K=32, num_warps=4),
 }
 
@@ -96,25 +99,29 @@ def _rodrigues_bwd(x, y, z, g00, g01, g02, g10, g11, g12, g20, g21, g22):
 
 
 @triton.jit
-def _readout_rows(j_ptr, k_ptr, ob2, mb2, r2, NJ, E, Q, C: tl.constexpr, comp: tl.constexpr):
-    """Component `comp` of readout rows r2: joint rows (r < E) live at NJ + r of the
-    (B, NJ + E, C) joints buffer, keypoint rows at r - E of the (B, Q, C) one."""
-    mj = mb2 & (r2 < E)
-    mk = mb2 & (r2 >= E) & (r2 < E + Q)
-    a = tl.load(j_ptr + ob2 * ((NJ + E) * C) + (NJ + r2) * C + comp, mask=mj, other=0.0)
-    b = tl.load(k_ptr + ob2 * (Q * C) + (r2 - E) * C + comp, mask=mk, other=0.0)
+def _readout_rows(
+    j_ptr, j_sb, j_sr, j_sc, has_j, k_ptr, k_sb, k_sr, k_sc, has_k, ob2, mb2, r2, NJ, E, Q, comp
+):
+    """Component `comp` of readout rows r2: joint rows (r < E) live at row NJ + r of the
+    (B, NJ + E, C) joints tensor, keypoint rows at r - E of the (B, Q, C) one. Each tensor
+    comes with its (sample, row, component) strides (0 for an expanded gradient) and a flag,
+    0 for a gradient autograd did not give (read as zeros, nothing allocated or filled)."""
+    mj = mb2 & (r2 < E) & (has_j != 0)
+    mk = mb2 & (r2 >= E) & (r2 < E + Q) & (has_k != 0)
+    a = tl.load(j_ptr + ob2 * j_sb + (NJ + r2) * j_sr + comp * j_sc, mask=mj, other=0.0)
+    b = tl.load(k_ptr + ob2 * k_sb + (r2 - E) * k_sr + comp * k_sc, mask=mk, other=0.0)
     return a + b
 
 
 @triton.jit
 def _smpl_readout_bwd_kernel(
-    gj_ptr,  # (B, J + E, 3) grad of joints
-    gk_ptr,  # (B, Q, 3) grad of keypoints
-    gpj_ptr,  # (B, J + E, 2) grad of projected joints
-    gpk_ptr,  # (B, Q, 2) grad of projected keypoints
-    joints_ptr,  # (B, J + E, 3) forward joints
-    kps_ptr,  # (B, Q, 3) forward keypoints
-    camera_ptr,  # (B, 3)
+    gj_ptr,  # (B, J + E, 3) grad of joints, strides gj_s*, read only when HAS_GJ != 0
+    gk_ptr,  # (B, Q, 3) grad of keypoints (likewise gk_s*, HAS_GK)
+    gpj_ptr,  # (B, J + E, 2) grad of projected joints (gpj_s*, HAS_GPJ)
+    gpk_ptr,  # (B, Q, 2) grad of projected keypoints (gpk_s*, HAS_GPK)
+    joints_ptr,  # (B, J + E, 3) forward joints, contiguous
+    kps_ptr,  # (B, Q, 3) forward keypoints, contiguous
+    camera_ptr,  # (B, 3), read only when HAS_CAM != 0
     rout_ptr,  # (E + Q, NU) readout matrix
     gfk_ptr,  # out (B, J, 3) grad of the 24 posed joints
     gu_ptr,  # out (B, NU, 3) grad of the readout vertices
@@ -125,6 +132,23 @@ def _smpl_readout_bwd_kernel(
     E,
     Q,
     NU,
+    gj_sb,
+    gj_sr,
+    gj_sc,
+    HAS_GJ,
+    gk_sb,
+    gk_sr,
+    gk_sc,
+    HAS_GK,
+    gpj_sb,
+    gpj_sr,
+    gpj_sc,
+    HAS_GPJ,
+    gpk_sb,
+    gpk_sr,
+    gpk_sc,
+    HAS_GPK,
+    HAS_CAM,
     BLOCK_B: tl.constexpr,
     BLOCK_J: tl.constexpr,
     BLOCK_R: tl.constexpr,
@@ -137,20 +161,24 @@ def _smpl_readout_bwd_kernel(
     mb2 = mb[:, None]
     NP = NJ + E
     NR = E + Q
-    s1 = tl.load(camera_ptr + ob * 3 + 0, mask=mb, other=0.0)
+    mc = mb & (HAS_CAM != 0)
+    s1 = tl.load(camera_ptr + ob * 3 + 0, mask=mc, other=0.0)
     s = s1[:, None]
-    cx = tl.load(camera_ptr + ob * 3 + 1, mask=mb, other=0.0)[:, None]
-    cy = tl.load(camera_ptr + ob * 3 + 2, mask=mb, other=0.0)[:, None]
+    cx = tl.load(camera_ptr + ob * 3 + 1, mask=mc, other=0.0)[:, None]
+    cy = tl.load(camera_ptr + ob * 3 + 2, mask=mc, other=0.0)[:, None]
 
     oj = tl.arange(0, BLOCK_J)[None, :]
     m2 = mb2 & (oj < NJ)
-    px = tl.load(gpj_ptr + ob2 * (NP * 2) + oj * 2 + 0, mask=m2, other=0.0)
-    py = tl.load(gpj_ptr + ob2 * (NP * 2) + oj * 2 + 1, mask=m2, other=0.0)
+    mgj = m2 & (HAS_GJ != 0)
+    mgp = m2 & (HAS_GPJ != 0)
+    px = tl.load(gpj_ptr + ob2 * gpj_sb + oj * gpj_sr, mask=mgp, other=0.0)
+    py = tl.load(gpj_ptr + ob2 * gpj_sb + oj * gpj_sr + gpj_sc, mask=mgp, other=0.0)
     x = tl.load(joints_ptr + ob2 * (NP * 3) + oj * 3 + 0, mask=m2, other=0.0)
     y = tl.load(joints_ptr + ob2 * (NP * 3) + oj * 3 + 1, mask=m2, other=0.0)
-    gx = tl.load(gj_ptr + ob2 * (NP * 3) + oj * 3 + 0, mask=m2, other=0.0) + s * px
-    gy = tl.load(gj_ptr + ob2 * (NP * 3) + oj * 3 + 1, mask=m2, other=0.0) + s * py
-    gz = tl.load(gj_ptr + ob2 * (NP * 3) + oj * 3 + 2, mask=m2, other=0.0)
+    gjb = gj_ptr + ob2 * gj_sb + oj * gj_sr
+    gx = tl.load(gjb, mask=mgj, other=0.0) + s * px
+    gy = tl.load(gjb + gj_sc, mask=mgj, other=0.0) + s * py
+    gz = tl.load(gjb + 2 * gj_sc, mask=mgj, other=0.0)
     fb = gfk_ptr + ob2 * (NJ * 3) + oj * 3
     tl.store(fb + 0, gx, mask=m2)
     tl.store(fb + 1, gy, mask=m2)
@@ -165,10 +193,14 @@ def _smpl_readout_bwd_kernel(
     gcy = tl.sum(py, axis=1)
     for r0 in range(0, NR, BLOCK_R):
         r2 = (r0 + tl.arange(0, BLOCK_R))[None, :]
-        px = _readout_rows(gpj_ptr, gpk_ptr, ob2, mb2, r2, NJ, E, Q, 2, 0)
-        py = _readout_rows(gpj_ptr, gpk_ptr, ob2, mb2, r2, NJ, E, Q, 2, 1)
-        x = _readout_rows(joints_ptr, kps_ptr, ob2, mb2, r2, NJ, E, Q, 3, 0)
-        y = _readout_rows(joints_ptr, kps_ptr, ob2, mb2, r2, NJ, E, Q, 3, 1)
+        px = _readout_rows(gpj_ptr, gpj_sb, gpj_sr, gpj_sc, HAS_GPJ, gpk_ptr, gpk_sb, gpk_sr,
+                           gpk_sc, HAS_GPK, ob2, mb2, r2, NJ, E, Q, 0)
+        py = _readout_rows(gpj_ptr, gpj_sb, gpj_sr, gpj_sc, HAS_GPJ, gpk_ptr, gpk_sb, gpk_sr,
+                           gpk_sc, HAS_GPK, ob2, mb2, r2, NJ, E, Q, 1)
+        x = _readout_rows(joints_ptr, NP * 3, 3, 1, 1, kps_ptr, Q * 3, 3, 1, 1, ob2, mb2, r2,
+                          NJ, E, Q, 0)
+        y = _readout_rows(joints_ptr, NP * 3, 3, 1, 1, kps_ptr, Q * 3, 3, 1, 1, ob2, mb2, r2,
+                          NJ, E, Q, 1)
         gs += tl.sum(px * (x + cx) + py * (y + cy), axis=1)
         gcx += tl.sum(px, axis=1)
         gcy += tl.sum(py, axis=1)
@@ -186,13 +218,16 @@ def _smpl_readout_bwd_kernel(
         for r0 in range(0, NR, BLOCK_R):
             orr = r0 + tl.arange(0, BLOCK_R)
             r2 = orr[None, :]
-            rx = _readout_rows(gj_ptr, gk_ptr, ob2, mb2, r2, NJ, E, Q, 3, 0) + s * _readout_rows(
-                gpj_ptr, gpk_ptr, ob2, mb2, r2, NJ, E, Q, 2, 0
-            )
-            ry = _readout_rows(gj_ptr, gk_ptr, ob2, mb2, r2, NJ, E, Q, 3, 1) + s * _readout_rows(
-                gpj_ptr, gpk_ptr, ob2, mb2, r2, NJ, E, Q, 2, 1
-            )
-            rz = _readout_rows(gj_ptr, gk_ptr, ob2, mb2, r2, NJ, E, Q, 3, 2)
+            rx = _readout_rows(gj_ptr, gj_sb, gj_sr, gj_sc, HAS_GJ, gk_ptr, gk_sb, gk_sr, gk_sc,
+                               HAS_GK, ob2, mb2, r2, NJ, E, Q, 0) + s * _readout_rows(
+                gpj_ptr, gpj_sb, gpj_sr, gpj_sc, HAS_GPJ, gpk_ptr, gpk_sb, gpk_sr, gpk_sc,
+                HAS_GPK, ob2, mb2, r2, NJ, E, Q, 0)
+            ry = _readout_rows(gj_ptr, gj_sb, gj_sr, gj_sc, HAS_GJ, gk_ptr, gk_sb, gk_sr, gk_sc,
+                               HAS_GK, ob2, mb2, r2, NJ, E, Q, 1) + s * _readout_rows(
+                gpj_ptr, gpj_sb, gpj_sr, gpj_sc, HAS_GPJ, gpk_ptr, gpk_sb, gpk_sr, gpk_sc,
+                HAS_GPK, ob2, mb2, r2, NJ, E, Q, 1)
+            rz = _readout_rows(gj_ptr, gj_sb, gj_sr, gj_sc, HAS_GJ, gk_ptr, gk_sb, gk_sr, gk_sc,
+                               HAS_GK, ob2, mb2, r2, NJ, E, Q, 2)
             rm = tl.load(
                 rout_ptr + orr[:, None] * NU + ou[None, :],
                 mask=(orr < NR)[:, None] & mu[None, :],
@@ -219,7 +254,8 @@ def _rotation_col(base, mask, gx, gy, gz):
 
 
 @triton.jit
-def _vertex_grad(gv_ptr, gu_ptr, v2u_ptr, ob2, mb2, ov, mv, V, NU, HAS_GV: tl.constexpr):
+def _vertex_grad(gv_ptr, gv_sb, gv_sv, gv_sc, gu_ptr, v2u_ptr, ob2, mb2, ov, mv, NU,
+                 HAS_GV: tl.constexpr):
     """Gradient of a (samples x vertices) tile of skinned vertices: the readout part (only
     the few vertices with a readout slot) plus, when HAS_GV, the vertices' own gradient."""
     m2 = mb2 & mv[None, :]
@@ -230,10 +266,10 @@ def _vertex_grad(gv_ptr, gu_ptr, v2u_ptr, ob2, mb2, ov, mv, V, NU, HAS_GV: tl.co
     gy = tl.load(gub + 1, mask=mu, other=0.0)
     gz = tl.load(gub + 2, mask=mu, other=0.0)
     if HAS_GV:
-        gvb = gv_ptr + ob2 * (V * 3) + ov[None, :] * 3
-        gx += tl.load(gvb + 0, mask=m2, other=0.0)
-        gy += tl.load(gvb + 1, mask=m2, other=0.0)
-        gz += tl.load(gvb + 2, mask=m2, other=0.0)
+        gvb = gv_ptr + ob2 * gv_sb + ov[None, :] * gv_sv
+        gx += tl.load(gvb, mask=m2, other=0.0)
+        gy += tl.load(gvb + gv_sc, mask=m2, other=0.0)
+        gz += tl.load(gvb + 2 * gv_sc, mask=m2, other=0.0)
     return gx, gy, gz
 
 
@@ -277,7 +313,8 @@ def _blend_tile4(
 
 
 @triton.jit
-def _vertex_grad4(gv_ptr, gu_ptr, v2u_ptr, ob, mb, ov, mv, V, NU, HAS_GV: tl.constexpr):
+def _vertex_grad4(gv_ptr, gv_sb, gv_sv, gv_sc, gu_ptr, v2u_ptr, ob, mb, ov, mv, NU,
+                  HAS_GV: tl.constexpr):
     """Vertex gradient of a tile as (samples, 4, vertices), component 3 zero (see
     _vertex_grad)."""
     c = tl.arange(0, 4)[None, :, None]
@@ -286,7 +323,9 @@ def _vertex_grad4(gv_ptr, gu_ptr, v2u_ptr, ob, mb, ov, mv, V, NU, HAS_GV: tl.con
     u = tl.load(v2u_ptr + ov, mask=mv, other=-1)[None, None, :]
     g = tl.load(gu_ptr + ob3 * (NU * 3) + u * 3 + c, mask=m3 & (u >= 0), other=0.0)
     if HAS_GV:
-        g += tl.load(gv_ptr + ob3 * (V * 3) + ov[None, None, :] * 3 + c, mask=m3, other=0.0)
+        g += tl.load(
+            gv_ptr + ob3 * gv_sb + ov[None, None, :] * gv_sv + c * gv_sc, mask=m3, other=0.0
+        )
     return g
 
 
@@ -297,7 +336,7 @@ def _smpl_vertex_bwd_rel_kernel(
     vt_ptr,  # (V, 3)
     skin_idx_ptr,  # (V, K) int64
     skin_w_ptr,  # (V, K)
-    gv_ptr,  # (B, V, 3) grad of the vertices (read only when HAS_GV)
+    gv_ptr,  # (B, V, 3) grad of the vertices, strides gv_s* (read only when HAS_GV)
     gu_ptr,  # (B, NU, 3) grad of the readout vertices
     v2u_ptr,  # (V,) int32 readout slot of each vertex, -1 if none
     grel_ptr,  # out (NSPLIT, B, J, 12)
@@ -309,6 +348,9 @@ def _smpl_vertex_bwd_rel_kernel(
     NJ,
     NU,
     NSPLIT,
+    gv_sb,
+    gv_sv,
+    gv_sc,
     HAS_GV: tl.constexpr,
     USE_DOT: tl.constexpr,
     PREC: tl.constexpr,
@@ -325,8 +367,9 @@ def _smpl_vertex_bwd_rel_kernel(
     (rows c = 3 are zero padding). Program (split s, sample tile) owns row s of the partial
     buffers.
     """
-    pid_s = tl.program_id(0)
-    pid_b = tl.program_id(1)
+    # Sample tiles on grid axis 0 (up to 2**31 - 1 programs; axes 1 and 2 stop at 65535).
+    pid_b = tl.program_id(0)
+    pid_s = tl.program_id(1)
     ob = pid_b.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     mb = ob < B
     oj = tl.arange(0, BLOCK_J)
@@ -337,7 +380,8 @@ def _smpl_vertex_bwd_rel_kernel(
         ov0 = t * BLOCK_V
         ov = ov0 + tl.arange(0, BLOCK_V)
         mv = ov < V
-        g4 = _vertex_grad4(gv_ptr, gu_ptr, v2u_ptr, ob, mb, ov, mv, V, NU, HAS_GV)
+        g4 = _vertex_grad4(gv_ptr, gv_sb, gv_sv, gv_sc, gu_ptr, v2u_ptr, ob, mb, ov, mv, NU,
+                           HAS_GV)
         gt += tl.sum(g4, axis=2)
         v4 = _blend_tile4(
             coeffs_ptr,
@@ -379,10 +423,10 @@ def _smpl_vertex_bwd_coef_kernel(
     skin_idx_ptr,  # (V, K) int64
     skin_w_ptr,  # (V, K)
     rel_ptr,  # (B, J, 12) skinning transforms A
-    gv_ptr,  # (B, V, 3) grad of the vertices (read only when HAS_GV)
+    gv_ptr,  # (B, V, 3) grad of the vertices, strides gv_s* (read only when HAS_GV)
     gu_ptr,  # (B, NU, 3) grad of the readout vertices
     v2u_ptr,  # (V,) int32 readout slot of each vertex, -1 if none
-    gcoef_ptr,  # in/out (NSPLIT, B, KC), zero-initialised
+    gcoef_ptr,  # out (NSPLIT, B, KC): the split's first tile stores, later tiles add
     B,
     V,
     KC,
@@ -390,6 +434,9 @@ def _smpl_vertex_bwd_coef_kernel(
     NJ,
     NU,
     NSPLIT,
+    gv_sb,
+    gv_sv,
+    gv_sc,
     HAS_GV: tl.constexpr,
     USE_DOT: tl.constexpr,
     PREC: tl.constexpr,
@@ -399,8 +446,9 @@ def _smpl_vertex_bwd_coef_kernel(
 ):
     """Gradient of [beta, pose feature]: g_vposed = sum_k w_k A_R^T g (skinning backward,
     no v_posed needed), then g_vposed @ blend_dirs^T into this program's own partial rows."""
-    pid_s = tl.program_id(0)
-    pid_b = tl.program_id(1)
+    # Sample tiles on grid axis 0 (up to 2**31 - 1 programs; axes 1 and 2 stop at 65535).
+    pid_b = tl.program_id(0)
+    pid_s = tl.program_id(1)
     ob = pid_b.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     mb = ob < B
     ob2 = ob[:, None]
@@ -411,7 +459,8 @@ def _smpl_vertex_bwd_coef_kernel(
         ov = t * BLOCK_V + tl.arange(0, BLOCK_V)
         mv = ov < V
         m2 = mb2 & mv[None, :]
-        gx, gy, gz = _vertex_grad(gv_ptr, gu_ptr, v2u_ptr, ob2, mb2, ov, mv, V, NU, HAS_GV)
+        gx, gy, gz = _vertex_grad(gv_ptr, gv_sb, gv_sv, gv_sc, gu_ptr, v2u_ptr, ob2, mb2, ov,
+                                  mv, NU, HAS_GV)
         gpx = tl.zeros((BLOCK_B, BLOCK_V), dtype=dtype)
         gpy = tl.zeros((BLOCK_B, BLOCK_V), dtype=dtype)
         gpz = tl.zeros((BLOCK_B, BLOCK_V), dtype=dtype)
@@ -438,7 +487,9 @@ def _smpl_vertex_bwd_coef_kernel(
             g += _mm(gpz, tl.load(bd + 2, mask=mvk, other=0.0), USE_DOT, PREC)
             ptr = gcoef_ptr + row + ok[None, :]
             mbk = mb2 & mk[None, :]
-            tl.store(ptr, tl.load(ptr, mask=mbk, other=0.0) + g, mask=mbk)
+            # The first tile (t == pid_s, every split has one) stores: no zero-filled buffer.
+            g += tl.load(ptr, mask=mbk & (t != pid_s), other=0.0)
+            tl.store(ptr, g, mask=mbk)
 
 
 @triton.jit
@@ -703,6 +754,10 @@ def readout_bwd_signature(dt: str) -> dict:
         )
     }
     sig.update({k: "i32" for k in ("B", "NJ", "E", "Q", "NU")})
+    for g in ("gj", "gk", "gpj", "gpk"):
+        sig.update({f"{g}_sb": "i32", f"{g}_sr": "i32", f"{g}_sc": "i32"})
+        sig[f"HAS_{g.upper()}"] = "i32"
+    sig["HAS_CAM"] = "i32"
     sig.update({k: "constexpr" for k in ("BLOCK_B", "BLOCK_J", "BLOCK_R", "BLOCK_U")})
     return sig
 
@@ -721,6 +776,7 @@ def vertex_bwd_rel_signature(dt: str) -> dict:
         "gtr_ptr": _p(dt),
     }
     sig.update({k: "i32" for k in ("B", "V", "KC", "K", "NJ", "NU", "NSPLIT")})
+    sig.update({k: "i32" for k in ("gv_sb", "gv_sv", "gv_sc")})
     sig.update(
         {
             k: "constexpr"
@@ -742,6 +798,7 @@ def vertex_bwd_coef_signature(dt: str) -> dict:
         "gcoef_ptr": _p(dt),
     }
     sig.update({k: "i32" for k in ("B", "V", "KC", "K", "NJ", "NU", "NSPLIT")})
+    sig.update({k: "i32" for k in ("gv_sb", "gv_sv", "gv_sc")})
     sig.update(
         {k: "constexpr" for k in ("HAS_GV", "USE_DOT", "PREC", "BLOCK_B", "BLOCK_V", "BLOCK_K")}
     )

@@ -32,7 +32,8 @@ NUM_JOINT_SLOTS = 32  # BLOCK_J: the 24 joints padded to a power of two
 GPU_SKELETON_FWD = dict(BLOCK_B=8, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_L=8, num_warps=2)
 GPU_SKELETON_FWD_F64 = dict(BLOCK_B=4, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_L=8, num_warps=2)
 GPU_VERTEX_FWD_F64 = dict(BLOCK_B=8, BLOCK_V=32, BLOCK_K=8, num_warps=4)
-GPU_READOUT = dict(BLOCK_B=4, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_R=32, BLOCK_U=32, num_warps=4)
+# BLOCK_U=16: 32 spills 24 B (fp32, sm_80) under triton 3.6.
+GPU_READOUT = dict(BLOCK_B=4, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_R=32, BLOCK_U=16, num_warps=4)
 
 # The fp32 blend GEMM's tl.dot input precisions: "tf32x3" (three TF32 tensor-core MMAs on a
 # hi/lo split of each operand, about fp32 accuracy), "ieee" (exact fp32 FMAs on CUDA cores),
@@ -347,21 +348,23 @@ def _smpl_vertex_fwd_kernel(
     skin_idx_ptr,  # (V, K) int64 joint ids
     skin_w_ptr,  # (V, K) weights
     rel_ptr,  # (B, J, 12) skinning transforms A
-    transl_ptr,  # (B, 3)
+    transl_ptr,  # (B, 3), read only when HAS_T != 0
     verts_ptr,  # out (B, V, 3)
     B,
     V,
     KC,
     K,
     NJ,
+    HAS_T,  # 0: no translation (a runtime flag: no zero tensor to fill, no extra variant)
     USE_DOT: tl.constexpr,
     PREC: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_V: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    pid_v = tl.program_id(0)
-    pid_b = tl.program_id(1)
+    # Sample tiles on grid axis 0 (up to 2**31 - 1 programs; axes 1 and 2 stop at 65535).
+    pid_b = tl.program_id(0)
+    pid_v = tl.program_id(1)
     ob = pid_b.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     ov = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
     mb = ob < B
@@ -394,9 +397,10 @@ def _smpl_vertex_fwd_kernel(
         ox += w * _affine_row(ab, m2, vx, vy, vz)
         oy += w * _affine_row(ab + 4, m2, vx, vy, vz)
         oz += w * _affine_row(ab + 8, m2, vx, vy, vz)
-    trx = tl.load(transl_ptr + ob * 3 + 0, mask=mb, other=0.0)[:, None]
-    try_ = tl.load(transl_ptr + ob * 3 + 1, mask=mb, other=0.0)[:, None]
-    trz = tl.load(transl_ptr + ob * 3 + 2, mask=mb, other=0.0)[:, None]
+    mt = mb & (HAS_T != 0)
+    trx = tl.load(transl_ptr + ob * 3 + 0, mask=mt, other=0.0)[:, None]
+    try_ = tl.load(transl_ptr + ob * 3 + 1, mask=mt, other=0.0)[:, None]
+    trz = tl.load(transl_ptr + ob * 3 + 2, mask=mt, other=0.0)[:, None]
     out = verts_ptr + ob[:, None] * (V * 3) + ov[None, :] * 3
     tl.store(out + 0, ox + trx, mask=m2)
     tl.store(out + 1, oy + try_, mask=m2)
@@ -406,11 +410,11 @@ def _smpl_vertex_fwd_kernel(
 @triton.jit
 def _smpl_readout_fwd_kernel(
     world_ptr,  # (B, J, 12)
-    transl_ptr,  # (B, 3)
+    transl_ptr,  # (B, 3), read only when HAS_T != 0
     verts_ptr,  # (B, VM, 3) skinned vertices (full mesh or keypoint-mode subset)
     uidx_ptr,  # (NU,) int32 vertex ids (into verts) the readout reads
     rout_ptr,  # (E + Q, NU) readout: E one-hot vertex-joint rows, then the Q regressor rows
-    camera_ptr,  # (B, 3) [s, tx, ty]
+    camera_ptr,  # (B, 3) [s, tx, ty], read only when HAS_CAM != 0 (else projections are 0)
     joints_ptr,  # out (B, J + E, 3)
     kps_ptr,  # out (B, Q, 3)
     pj_ptr,  # out (B, J + E, 2)
@@ -421,6 +425,8 @@ def _smpl_readout_fwd_kernel(
     E,
     Q,
     NU,
+    HAS_T,
+    HAS_CAM,
     BLOCK_B: tl.constexpr,
     BLOCK_J: tl.constexpr,
     BLOCK_R: tl.constexpr,
@@ -432,12 +438,14 @@ def _smpl_readout_fwd_kernel(
     ob2 = ob[:, None]
     NP = NJ + E
     NR = E + Q
-    s = tl.load(camera_ptr + ob * 3 + 0, mask=mb, other=0.0)[:, None]
-    cx = tl.load(camera_ptr + ob * 3 + 1, mask=mb, other=0.0)[:, None]
-    cy = tl.load(camera_ptr + ob * 3 + 2, mask=mb, other=0.0)[:, None]
-    trx = tl.load(transl_ptr + ob * 3 + 0, mask=mb, other=0.0)[:, None]
-    try_ = tl.load(transl_ptr + ob * 3 + 1, mask=mb, other=0.0)[:, None]
-    trz = tl.load(transl_ptr + ob * 3 + 2, mask=mb, other=0.0)[:, None]
+    mc = mb & (HAS_CAM != 0)
+    s = tl.load(camera_ptr + ob * 3 + 0, mask=mc, other=0.0)[:, None]
+    cx = tl.load(camera_ptr + ob * 3 + 1, mask=mc, other=0.0)[:, None]
+    cy = tl.load(camera_ptr + ob * 3 + 2, mask=mc, other=0.0)[:, None]
+    mt = mb & (HAS_T != 0)
+    trx = tl.load(transl_ptr + ob * 3 + 0, mask=mt, other=0.0)[:, None]
+    try_ = tl.load(transl_ptr + ob * 3 + 1, mask=mt, other=0.0)[:, None]
+    trz = tl.load(transl_ptr + ob * 3 + 2, mask=mt, other=0.0)[:, None]
 
     # The 24 posed joints are the world transforms' translations.
     oj = tl.arange(0, BLOCK_J)[None, :]
@@ -493,6 +501,44 @@ def _smpl_readout_fwd_kernel(
         tl.store(pkb + 1, s * (ay + cy), mask=mkr)
 
 
+def num_splits(batch: int, num_verts: int, block_b: int, block_v: int, num_sms: int) -> int:
+    """Vertex splits of a vertex-backward kernel (grid axis 1): about two programs per SM;
+    each split owns a strided set of vertex tiles. Plain Python: the launchers and the AOT
+    report's runtime-specialised signatures use the same number."""
+    num_btiles = -(-batch // block_b)
+    num_vtiles = -(-num_verts // block_v)
+    return max(1, min(num_vtiles, -(-2 * num_sms // num_btiles)))
+
+
+# Integer arguments of a real launch on the SMPL model with HMR's 19-keypoint regressor
+# (hmr_fast.SMPL(keypoint_regressor="hmr"): 6890 vertices, K=4 skinning weights, 21 vertex
+# joints, 1311 readout vertices = the keypoint-mode subset). Triton specialises integers
+# equal to 1 (a constant) and divisible by 16 at launch; these give the AOT report the same
+# specialisations (hmr-fast kernels-report --batches).
+AOT_MODEL = dict(V=6890, L=10, NJ=24, NDEPTH=9, K=4, E=21, Q=19, NU=1311, NUM_SMS=132)
+
+
+def runtime_ints(variant: dict, batch: int, keypoint_mode: bool) -> dict:
+    """{int argument: value} of an SMPL variant's launch at this batch size and mode, with
+    every output gradient present and dense (the 1-flags become constants, as at launch)."""
+    m = AOT_MODEL
+    v = m["NU"] if keypoint_mode else m["V"]
+    np_, q = m["NJ"] + m["E"], m["Q"]
+    c = variant["constexprs"]
+    ints = dict(B=batch, V=v, VM=v, L=m["L"], NJ=m["NJ"], NDEPTH=m["NDEPTH"],
+                KC=m["L"] + 9 * (m["NJ"] - 1), K=m["K"], E=m["E"], Q=q, NU=m["NU"],
+                HAS_T=1, HAS_CAM=1, HAS_GJ=1, HAS_GK=1, HAS_GPJ=1, HAS_GPK=1,
+                gj_sb=np_ * 3, gj_sr=3, gj_sc=1, gk_sb=q * 3, gk_sr=3, gk_sc=1,
+                gpj_sb=np_ * 2, gpj_sr=2, gpj_sc=1, gpk_sb=q * 2, gpk_sr=2, gpk_sc=1)
+    has_gv = c.get("HAS_GV", False)
+    ints.update(gv_sb=3 * v if has_gv else 0, gv_sv=3 if has_gv else 0, gv_sc=int(has_gv))
+    if "BLOCK_V" in c:
+        ints["NSPLIT"] = num_splits(batch, v, c["BLOCK_B"], c["BLOCK_V"], m["NUM_SMS"])
+    else:  # the skeleton backward: the splits of a 16 x 16-tile vertex kernel
+        ints["NSPLIT"] = ints["NSPLIT_C"] = num_splits(batch, v, 16, 16, m["NUM_SMS"])
+    return {k: val for k, val in ints.items() if k in variant["signature"]}
+
+
 def _ptr(dtype: str) -> str:
     return "*" + dtype
 
@@ -534,6 +580,7 @@ def vertex_fwd_signature(dt: str) -> dict:
         "KC": "i32",
         "K": "i32",
         "NJ": "i32",
+        "HAS_T": "i32",
         "USE_DOT": "constexpr",
         "PREC": "constexpr",
         "BLOCK_B": "constexpr",
@@ -560,6 +607,8 @@ def readout_fwd_signature(dt: str) -> dict:
         "E": "i32",
         "Q": "i32",
         "NU": "i32",
+        "HAS_T": "i32",
+        "HAS_CAM": "i32",
         "BLOCK_B": "constexpr",
         "BLOCK_J": "constexpr",
         "BLOCK_R": "constexpr",
@@ -578,6 +627,7 @@ def _variant(name, fn, signature, cfg, archs=None, **flags):
         constexprs={**cfg, **flags},
         num_warps=num_warps,
         archs=archs,
+        runtime_ints=runtime_ints,
     )
 
 

@@ -157,7 +157,9 @@ def test_axis_angle_and_rotmat_inputs_agree():
     betas = torch.randn(5, 10, dtype=torch.float64)
     out_aa = disc(aa, betas)
     out_rot = disc(scipy_rotmats(aa), betas)
-    torch.testing.assert_close(out_aa, out_rot, rtol=1e-9, atol=1e-9)
+    # Rodrigues shifts the angle by 1e-8 as smplx does (rotations ~1e-8 off scipy's), which
+    # the (original, Xavier-initialised) layers carry to ~1e-8 in the scores.
+    torch.testing.assert_close(out_aa, out_rot, rtol=1e-6, atol=1e-7)
     # And the gradient reaches the axis-angles.
     (g,) = torch.autograd.grad(out_aa.sum(), aa)
     assert torch.isfinite(g).all() and g.abs().sum() > 0

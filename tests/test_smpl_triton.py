@@ -554,3 +554,68 @@ def test_tf32x3_vertex_error_on_the_procedural_body():
     # Split TF32 is as good as fp32 FMAs here (the rest of the fp32 pipeline dominates).
     assert gemm_err["tf32x3"] <= 4 * gemm_err["ieee"] + 1e-7, gemm_err
     assert vertex_err["tf32"] > 2e-5, vertex_err  # the emulation does round
+
+
+@pytest.mark.parametrize("case", ["sum_loss", "projected_keypoints_only", "no_transl_camera"])
+def test_expanded_and_missing_gradients(monkeypatch, case):
+    # The backward reads output gradients through their strides (a `.sum()` loss hands it
+    # all-stride-0 ones) and reads missing ones as zeros; forward without translation or
+    # camera uses flags, not zero tensors. GPU blocks: several vertex splits, so the
+    # coefficient partials' first-tile store (no zero fill) is exercised too.
+    monkeypatch.setattr(st, "USE_GPU_BLOCKS", True)
+    model = random_model(100, num_skin=3, dtype=torch.float32)
+    reg = sparse_regressor(100, dtype=torch.float32)
+    betas, pose, transl, camera = random_inputs(5, 10, torch.float32)
+    if case == "no_transl_camera":
+        transl = camera = None
+    outs = st.smpl_forward_triton(model, betas, pose, transl, pose2rot=True, return_verts=True,
+                                  keypoint_regressor=reg, camera=camera)
+    leaves = [t for t in (betas, pose, transl, camera) if t is not None]
+    m64 = to(model, torch.float64)
+    leaves64 = [t.detach().double().requires_grad_(True) for t in leaves]
+    b64, p64 = leaves64[:2]
+    t64 = leaves64[2] if transl is not None else torch.zeros(5, 3, dtype=torch.float64)
+    c64 = leaves64[3] if camera is not None else None
+    refs = reference_outputs(m64, b64, p64, t64, c64 if c64 is not None else t64 * 0,
+                             reg.double(), True)
+    if case == "no_transl_camera":
+        assert outs[3] is None and outs[4] is None
+        loss, loss_ref = outs[0].sum() + outs[1].sum(), refs[0].sum() + refs[1].sum()
+    elif case == "sum_loss":
+        loss = sum(o.sum() for o in outs)
+        loss_ref = sum(r.sum() for r in refs)
+    else:
+        w = torch.randn(refs[4].shape, dtype=torch.float64, device=DEVICE)
+        loss, loss_ref = (outs[4] * w.float()).sum(), (refs[4] * w).sum()
+    for o, r in zip(outs, refs):
+        if o is not None:
+            assert (o.double() - r).abs().max().item() <= 2e-5 * max(1.0, r.abs().max().item())
+    grads = torch.autograd.grad(loss, leaves)
+    grads_ref = torch.autograd.grad(loss_ref, leaves64)
+    for g, gr in zip(grads, grads_ref):
+        assert torch.isfinite(g).all()
+        err = (g.double() - gr).abs().max().item()
+        assert err <= 2e-5 * max(1.0, gr.abs().max().item()), (case, err)
+
+
+@pytest.mark.parametrize("batch,num_verts", [(131071, 6890), (110000, 97), (4096, 6890)])
+def test_launch_grids_stay_within_cuda_limits(batch, num_verts):
+    # CUDA: grid axis 0 up to 2**31 - 1 programs, axes 1 and 2 up to 65535. Sample tiles go
+    # on axis 0: with them on axis 1 the fp64 A-gradient kernel (2-sample tiles) would need
+    # 65536 programs there from B = 131071. Every GPU block table, both families.
+    cases = [(True, p) for p in st.PRECISIONS] + [(False, "ieee")]
+    for use_dot, prec in cases:
+        for arch in st._kf.GPU_ARCHS:
+            fwd = st.forward_launches(batch, num_verts, use_dot, prec, arch)
+            bwd = st.backward_launches(batch, num_verts, use_dot, prec, arch, num_sms=132)
+            launches = [(f"fwd_{k}", v) for k, v in fwd.items()]
+            launches += [(f"bwd_{k}", v) for k, v in bwd.items() if isinstance(v, tuple)]
+            assert len(launches) == 7
+            for name, (grid, cfg) in launches:
+                assert 1 <= grid[0] < 2**31, (name, grid)
+                assert all(1 <= g <= 65535 for g in grid[1:]), (name, use_dot, prec, grid)
+                # Axis 0 covers every sample, in tiles of BLOCK_B.
+                assert grid[0] * cfg["BLOCK_B"] >= batch > (grid[0] - 1) * cfg["BLOCK_B"]
+    # The old layout (sample tiles on axis 1) would not have fit at this size.
+    rel = st._kb.GPU_VERTEX_BWD_REL_F64
+    assert batch < 131071 or st.triton_cdiv(batch, rel["BLOCK_B"]) > 65535

@@ -12,13 +12,23 @@ from the compiled metadata, mma from the PTX (mma_op: wgmma if any wgmma, else m
 A variant whose ``archs`` (compute capabilities 80 / 90, None = all) excludes the target is
 not launched there and not listed. Exit status 1 if any variant fails to compile.
 
+``--batches 1,37,64,4096`` also compiles each variant that has ``runtime_ints`` (the SMPL
+kernels) as Triton specialises it at launch: pointers 16-byte aligned, integer arguments
+divisible by 16 marked so, integers equal to 1 made constants, with the argument values of
+a real launch at each batch size in full and keypoint mode. Identical specialisations are
+compiled once; the line's name is ``VARIANT@B<batches>:<modes>``. ptxas results are cached
+by the PTX's hash (``$HMR_FAST_AOT_CACHE``, default ``~/.cache/hmr-fast/aot``); Triton caches
+the compilation itself.
+
 Compiling needs real ``@triton.jit`` kernels, so when ``TRITON_INTERPRET=1`` is set (the
 test suite sets it on a machine without CUDA) the report re-runs itself in a subprocess
 without it.
 """
 
 import argparse
+import hashlib
 import importlib
+import json
 import os
 import pathlib
 import pkgutil
@@ -55,8 +65,32 @@ def _gpu_name(capability: int) -> str:
         return f"sm_{capability}" + ("a" if capability >= 90 else "")
 
 
+def _cache_dir() -> pathlib.Path:
+    default = pathlib.Path.home() / ".cache" / "hmr-fast" / "aot"
+    return pathlib.Path(os.environ.get("HMR_FAST_AOT_CACHE", default))
+
+
 def _ptxas_usage(ptx: str, capability: int) -> tuple[int, int]:
-    """(registers, spill bytes (stores + loads)) from ptxas -v."""
+    """(registers, spill bytes (stores + loads)) from ptxas -v, cached by the PTX's hash."""
+    key = hashlib.sha256(f"{capability}\n{_ptxas_path()}\n{ptx}".encode()).hexdigest()
+    cached = _cache_dir() / f"{key}.json"
+    try:
+        regs, spills = json.loads(cached.read_text())
+        return int(regs), int(spills)
+    except (OSError, ValueError, TypeError):
+        pass
+    regs, spills = _run_ptxas(ptx, capability)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps([regs, spills]))
+        tmp.replace(cached)
+    except OSError:  # a read-only home: no cache, same result
+        pass
+    return regs, spills
+
+
+def _run_ptxas(ptx: str, capability: int) -> tuple[int, int]:
     with tempfile.TemporaryDirectory() as tmp:
         src = pathlib.Path(tmp) / "k.ptx"
         src.write_text(ptx)
@@ -90,7 +124,10 @@ def compile_variant(variant: dict, capability: int) -> dict:
     from triton.compiler import ASTSource
 
     src = ASTSource(
-        fn=variant["fn"], signature=variant["signature"], constexprs=variant.get("constexprs", {})
+        fn=variant["fn"],
+        signature=variant["signature"],
+        constexprs=variant.get("constexprs", {}),
+        attrs=variant.get("attrs"),
     )
     compiled = triton.compile(
         src,
@@ -118,6 +155,44 @@ def launched_on(variant: dict, capability: int) -> bool:
     """Whether the launchers use this variant on a GPU of this capability (80 or 90)."""
     archs = variant.get("archs")
     return archs is None or capability in archs
+
+
+def specialised(variant: dict, ints: dict) -> dict:
+    """The variant as Triton compiles it at a launch with these integer arguments: every
+    pointer 16-byte aligned (torch's allocations are), integers divisible by 16 marked,
+    integers equal to 1 turned into constants."""
+    names = variant["fn"].arg_names
+    signature = dict(variant["signature"])
+    constexprs = dict(variant.get("constexprs", {}))
+    attrs = {}
+    for name, kind in variant["signature"].items():
+        if kind.startswith("*"):
+            attrs[(names.index(name),)] = [["tt.divisibility", 16]]
+        elif name in ints and ints[name] == 1:
+            signature[name] = "constexpr"
+            constexprs[name] = 1
+        elif name in ints and ints[name] % 16 == 0:
+            attrs[(names.index(name),)] = [["tt.divisibility", 16]]
+    return dict(variant, signature=signature, constexprs=constexprs, attrs=attrs)
+
+
+def specialisations(variant: dict, batches: list[int]) -> list[tuple[str, dict]]:
+    """(name, specialised variant) for each distinct launch specialisation of the variant
+    over `batches` in full and keypoint mode."""
+    groups: dict = {}
+    for keypoint_mode in (False, True):
+        for batch in batches:
+            spec = specialised(variant, variant["runtime_ints"](variant, batch, keypoint_mode))
+            key = repr((sorted(spec["signature"].items()), sorted(spec["constexprs"].items()),
+                        sorted(spec["attrs"])))
+            entry = groups.setdefault(key, (spec, [], []))
+            if batch not in entry[1]:
+                entry[1].append(batch)
+            mode = "kp" if keypoint_mode else "full"
+            if mode not in entry[2]:
+                entry[2].append(mode)
+    return [(f"{variant['name']}@B{','.join(map(str, b))}:{','.join(m)}", spec)
+            for spec, b, m in groups.values()]
 
 
 def iter_variants():
@@ -149,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--arch", choices=sorted(ARCHS), default="sm_90a")
     parser.add_argument("--only", default=None, help="regex on variant names")
+    parser.add_argument(
+        "--batches",
+        default=None,
+        help="comma-separated batch sizes: also compile the launch-specialised signatures",
+    )
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         return _rerun_without_interpreter(argv)
@@ -159,11 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         traceback.print_exc()
         return 1
+    jobs = []
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else []
     for module, variant in variants:
         name = variant.get("name", f"{module}.{getattr(variant.get('fn'), '__name__', '?')}")
-        if args.only and not re.search(args.only, name):
-            continue
         if not launched_on(variant, capability):
+            continue
+        jobs.append((name, variant))
+        if batches and callable(variant.get("runtime_ints")):
+            jobs += specialisations(variant, batches)
+    for name, variant in jobs:
+        if args.only and not re.search(args.only, name):
             continue
         try:
             r = compile_variant(variant, capability)

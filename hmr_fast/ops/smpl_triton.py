@@ -17,13 +17,18 @@ Public API:
 * ``select_dot_precision(dtype, device_type, precision)`` / ``resolve_precision``: the
   precision choice below.
 
-Launches: forward 3 (skeleton, vertex, readout+projection), backward 4 (readout, vertex
-A-gradient, vertex blend-coefficient gradient, skeleton); see kernels/smpl_fwd.py and
-kernels/smpl_bwd.py. The two vertex backward kernels write per-split partial sums to
-(NSPLIT, B, ...) buffers; the skeleton backward kernel sums them (no atomics, no torch
-reduction). GPU block sizes depend on the precision and the GPU family (sm_90 or the rest,
-read from the device's compute capability); every variant compiles without register spills
-for sm_90a and sm_80 (``hmr-fast kernels-report``).
+Launches, all of them (tests/test_launch_count.py counts torch's too): forward 3 (skeleton,
+vertex, readout+projection), backward 4 (readout, vertex A-gradient, vertex
+blend-coefficient gradient, skeleton), with no fill, copy or host sync around them: a missing
+translation or camera is a kernel flag, missing output gradients are flags and present ones
+are read through their strides (a `.sum()` loss's expanded gradients are not copied). See
+kernels/smpl_fwd.py and kernels/smpl_bwd.py. The two vertex backward kernels write per-split
+partial sums to (NSPLIT, B, ...) buffers (each split's first tile stores, so no zero fill);
+the skeleton backward kernel sums them (no atomics, no torch reduction). Sample tiles are on
+grid axis 0 (2**31 - 1 programs). GPU block sizes depend on the precision and the GPU family
+(sm_90 or the rest, read from the device's compute capability); every SMPL variant compiles
+without register spills for sm_90a and sm_80 under triton 3.6 and 3.8
+(``hmr-fast kernels-report``, tests/test_kernels_report.py).
 
 Ops: ``torch.ops.hmr_fast.smpl_fwd`` / ``smpl_bwd``, registered with
 ``torch.library.triton_op`` + ``wrap_triton`` when the kernels are compiled (CUDA), so
@@ -357,11 +362,92 @@ def _dot_settings(betas: torch.Tensor, precision: str) -> tuple[bool, str]:
     return use_dot, precision if use_dot else "ieee"
 
 
+def _launch_arch(device: torch.device) -> int | None:
+    """The GPU family whose block sizes the launchers use; None: the interpreter's."""
+    if INTERPRETED and not USE_GPU_BLOCKS:
+        return None
+    return _gpu_arch(device)
+
+
+def forward_launches(batch: int, num_verts: int, use_dot: bool, prec: str,
+                     arch: int | None) -> dict:
+    """{kernel: (grid, block config)} of the three forward launches.
+
+    arch: a GPU_ARCHS family, or None for the interpreter's few wide programs. Sample tiles
+    are always on grid axis 0 (CUDA allows 2**31 - 1 programs there, 65535 on axes 1, 2).
+    """
+    if arch is None:
+        bb = _interp_block_b(batch)
+        sk = dict(BLOCK_B=bb, BLOCK_J=_BLOCK_J, BLOCK_L=16, num_warps=4)
+        vx = dict(
+            BLOCK_B=bb,
+            BLOCK_V=min(1024, _pow2(num_verts)),
+            BLOCK_K=64 if use_dot else 16,
+            num_warps=4,
+        )
+        ro = dict(
+            BLOCK_B=min(_pow2(batch), 64), BLOCK_J=_BLOCK_J, BLOCK_R=64, BLOCK_U=64, num_warps=4
+        )
+    else:
+        sk = _kf.GPU_SKELETON_FWD if use_dot else _kf.GPU_SKELETON_FWD_F64
+        vx = _kf.GPU_VERTEX_FWD[prec, arch] if use_dot else _kf.GPU_VERTEX_FWD_F64
+        ro = _kf.GPU_READOUT
+    return {
+        "skeleton": ((triton_cdiv(batch, sk["BLOCK_B"]),), sk),
+        "vertex": (
+            (triton_cdiv(batch, vx["BLOCK_B"]), triton_cdiv(num_verts, vx["BLOCK_V"])),
+            vx,
+        ),
+        "readout": ((triton_cdiv(batch, ro["BLOCK_B"]),), ro),
+    }
+
+
+def backward_launches(batch: int, num_verts: int, use_dot: bool, prec: str, arch: int | None,
+                      num_sms: int) -> dict:
+    """{kernel: (grid, block config)} of the four backward launches, plus the vertex splits
+    ("split_rel", "split_coef"); arch as in forward_launches."""
+    if arch is None:
+        bb = _interp_block_b(batch)
+        rb = dict(
+            BLOCK_B=min(_pow2(batch), 64), BLOCK_J=_BLOCK_J, BLOCK_R=64, BLOCK_U=64, num_warps=4
+        )
+        va = dict(
+            BLOCK_B=bb if use_dot else 16,
+            BLOCK_V=min(128 if use_dot else 64, _pow2(num_verts)),
+            BLOCK_K=64,
+            BLOCK_J=_BLOCK_J,
+            num_warps=4,
+        )
+        vc = dict(
+            BLOCK_B=bb,
+            BLOCK_V=min(1024, _pow2(num_verts)),
+            BLOCK_K=64 if use_dot else 16,
+            num_warps=4,
+        )
+        sb = dict(BLOCK_B=bb, BLOCK_J=_BLOCK_J, BLOCK_L=16, num_warps=4)
+        split_rel = split_coef = 1
+    else:
+        rb = _kb.GPU_READOUT_BWD
+        va = _kb.GPU_VERTEX_BWD_REL[prec, arch] if use_dot else _kb.GPU_VERTEX_BWD_REL_F64
+        vc = _kb.GPU_VERTEX_BWD_COEF[prec, arch] if use_dot else _kb.GPU_VERTEX_BWD_COEF_F64
+        sb = _kb.GPU_SKELETON_BWD if use_dot else _kb.GPU_SKELETON_BWD_F64
+        split_rel = _num_splits(batch, num_verts, va, num_sms)
+        split_coef = _num_splits(batch, num_verts, vc, num_sms)
+    return {
+        "readout": ((triton_cdiv(batch, rb["BLOCK_B"]),), rb),
+        "rel": ((triton_cdiv(batch, va["BLOCK_B"]), split_rel), va),
+        "coef": ((triton_cdiv(batch, vc["BLOCK_B"]), split_coef), vc),
+        "skeleton": ((triton_cdiv(batch, sb["BLOCK_B"]),), sb),
+        "split_rel": split_rel,
+        "split_coef": split_coef,
+    }
+
+
 def _fwd_impl(
     betas: torch.Tensor,
     pose: torch.Tensor,
-    transl: torch.Tensor,
-    camera: torch.Tensor,
+    transl: Optional[torch.Tensor],  # noqa: UP045 (typing form: older torch schema parsing)
+    camera: Optional[torch.Tensor],  # noqa: UP045
     v_template: torch.Tensor,
     blend_dirs: torch.Tensor,
     joint_template: torch.Tensor,
@@ -391,7 +477,8 @@ def _fwd_impl(
     """-> (verts (B, Vm, 3), joints (B, J+E, 3), keypoints (B, Q, 3), projected joints
     (B, J+E, 2), projected keypoints (B, Q, 2), world (B, J, 12), rel (B, J, 12),
     coeffs (B, L + 9 (J-1))); the last three are saved for the backward."""
-    _require_launchable(betas, pose, transl, camera, v_template, blend_dirs, skin_idx, rout)
+    _require_launchable(betas, pose, v_template, blend_dirs, skin_idx, rout,
+                        *[t for t in (transl, camera) if t is not None])
     batch, num_betas = betas.shape
     num_joints = joint_template.shape[0]
     num_verts, num_skin = skin_idx.shape
@@ -414,26 +501,15 @@ def _fwd_impl(
         for t in (coeffs, world, rel, verts, joints, kps, pj, pk):
             t.fill_(float("nan"))
     use_dot, prec = _dot_settings(betas, precision)
-    if INTERPRETED and not USE_GPU_BLOCKS:
-        bb = _interp_block_b(batch)
-        sk = dict(BLOCK_B=bb, BLOCK_J=_BLOCK_J, BLOCK_L=16, num_warps=4)
-        vx = dict(
-            BLOCK_B=bb,
-            BLOCK_V=min(1024, _pow2(num_verts)),
-            BLOCK_K=64 if use_dot else 16,
-            num_warps=4,
-        )
-        ro = dict(
-            BLOCK_B=min(_pow2(batch), 64), BLOCK_J=_BLOCK_J, BLOCK_R=64, BLOCK_U=64, num_warps=4
-        )
-    else:
-        sk = _kf.GPU_SKELETON_FWD if use_dot else _kf.GPU_SKELETON_FWD_F64
-        arch = _gpu_arch(betas.device)
-        vx = _kf.GPU_VERTEX_FWD[prec, arch] if use_dot else _kf.GPU_VERTEX_FWD_F64
-        ro = _kf.GPU_READOUT
+    cfg = forward_launches(batch, num_verts, use_dot, prec, _launch_arch(betas.device))
+    # A missing translation or camera is a runtime flag: no zero tensor to fill.
+    transl_buf = betas if transl is None else transl
+    camera_buf = betas if camera is None else camera
+    has_t, has_cam = int(transl is not None), int(camera is not None)
+    grid, sk = cfg["skeleton"]
     _launch(
         _kf._smpl_skeleton_fwd_kernel,
-        (triton_cdiv(batch, sk["BLOCK_B"]),),
+        grid,
         pose,
         betas,
         joint_template,
@@ -450,7 +526,7 @@ def _fwd_impl(
         ROT_INPUT=not pose2rot,
         **sk,
     )
-    grid = (triton_cdiv(num_verts, vx["BLOCK_V"]), triton_cdiv(batch, vx["BLOCK_B"]))
+    grid, vx = cfg["vertex"]
     _launch(
         _kf._smpl_vertex_fwd_kernel,
         grid,
@@ -460,13 +536,14 @@ def _fwd_impl(
         skin_idx,
         skin_w,
         rel,
-        transl,
+        transl_buf,
         verts,
         batch,
         num_verts,
         num_coeffs,
         num_skin,
         num_joints,
+        has_t,
         USE_DOT=use_dot,
         PREC=prec,
         **vx,
@@ -474,15 +551,16 @@ def _fwd_impl(
     # Empty outputs still need a valid pointer.
     kps_buf = kps if num_kp else joints
     pk_buf = pk if num_kp else pj
+    grid, ro = cfg["readout"]
     _launch(
         _kf._smpl_readout_fwd_kernel,
-        (triton_cdiv(batch, ro["BLOCK_B"]),),
+        grid,
         world,
-        transl,
+        transl_buf,
         verts,
         u_idx,
         rout,
-        camera,
+        camera_buf,
         joints,
         kps_buf,
         pj,
@@ -493,6 +571,8 @@ def _fwd_impl(
         num_vj,
         num_kp,
         num_u,
+        has_t,
+        has_cam,
         **ro,
     )
     return verts, joints, kps, pj, pk, world, rel, coeffs
@@ -500,13 +580,13 @@ def _fwd_impl(
 
 def _bwd_impl(
     g_verts: Optional[torch.Tensor],  # noqa: UP045 (typing form: older torch schema parsing)
-    g_joints: torch.Tensor,
-    g_kps: torch.Tensor,
-    g_pj: torch.Tensor,
-    g_pk: torch.Tensor,
+    g_joints: Optional[torch.Tensor],  # noqa: UP045
+    g_kps: Optional[torch.Tensor],  # noqa: UP045
+    g_pj: Optional[torch.Tensor],  # noqa: UP045
+    g_pk: Optional[torch.Tensor],  # noqa: UP045
     betas: torch.Tensor,
     pose: torch.Tensor,
-    camera: torch.Tensor,
+    camera: Optional[torch.Tensor],  # noqa: UP045
     joints: torch.Tensor,
     kps: torch.Tensor,
     world: torch.Tensor,
@@ -526,8 +606,13 @@ def _bwd_impl(
     pose2rot: bool,
     precision: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> grads of (betas (B, L), pose (B, J*3) or (B, J*9), transl (B, 3), camera (B, 3))."""
-    _require_launchable(betas, g_joints, rel, blend_dirs)
+    """-> grads of (betas (B, L), pose (B, J*3) or (B, J*9), transl (B, 3), camera (B, 3)).
+
+    The output gradients may be None (autograd gave none: read as zeros) or strided (e.g.
+    the expanded, all-stride-0 gradients of a `.sum()` loss): the kernels read them through
+    their strides, so nothing is filled or copied here.
+    """
+    _require_launchable(betas, rel, blend_dirs)
     batch, num_betas = betas.shape
     num_joints = joint_template.shape[0]
     num_verts, num_skin = skin_idx.shape
@@ -546,57 +631,30 @@ def _bwd_impl(
         for t in (g_betas, g_pose, g_transl, g_camera):
             t.fill_(float("nan"))
     use_dot, prec = _dot_settings(betas, precision)
-    if INTERPRETED and not USE_GPU_BLOCKS:
-        bb = _interp_block_b(batch)
-        rb = dict(
-            BLOCK_B=min(_pow2(batch), 64), BLOCK_J=_BLOCK_J, BLOCK_R=64, BLOCK_U=64, num_warps=4
-        )
-        va = dict(
-            BLOCK_B=bb if use_dot else 16,
-            BLOCK_V=min(128 if use_dot else 64, _pow2(num_verts)),
-            BLOCK_K=64,
-            BLOCK_J=_BLOCK_J,
-            num_warps=4,
-        )
-        vc = dict(
-            BLOCK_B=bb,
-            BLOCK_V=min(1024, _pow2(num_verts)),
-            BLOCK_K=64 if use_dot else 16,
-            num_warps=4,
-        )
-        sb = dict(BLOCK_B=bb, BLOCK_J=_BLOCK_J, BLOCK_L=16, num_warps=4)
-        split_rel = split_coef = 1
-    else:
-        rb = _kb.GPU_READOUT_BWD
-        arch = _gpu_arch(betas.device)
-        va = _kb.GPU_VERTEX_BWD_REL[prec, arch] if use_dot else _kb.GPU_VERTEX_BWD_REL_F64
-        vc = _kb.GPU_VERTEX_BWD_COEF[prec, arch] if use_dot else _kb.GPU_VERTEX_BWD_COEF_F64
-        sb = _kb.GPU_SKELETON_BWD if use_dot else _kb.GPU_SKELETON_BWD_F64
-        num_sms = _num_sms(betas.device)
-        split_rel = _num_splits(batch, num_verts, va, num_sms)
-        split_coef = _num_splits(batch, num_verts, vc, num_sms)
-
+    cfg = backward_launches(batch, num_verts, use_dot, prec, _launch_arch(betas.device),
+                            _num_sms(betas.device))
+    split_rel, split_coef = cfg["split_rel"], cfg["split_coef"]
     gfk = new(batch, num_joints, 3)
     gu = new(batch, num_u, 3)
     gtr = new(batch, 3)
     grel = new(split_rel, batch, num_joints, 12)
     gtrv = new(split_rel, batch, 3)
+    gcoef = new(split_coef, batch, num_coeffs)
     if FILL_OUTPUTS_WITH_NAN:
-        for t in (gfk, gu, gtr, grel, gtrv):
+        for t in (gfk, gu, gtr, grel, gtrv, gcoef):
             t.fill_(float("nan"))
-    gk_buf = g_kps if num_kp else g_joints
-    gpk_buf = g_pk if num_kp else g_pj
     kps_buf = kps if num_kp else joints
+    strided = []  # (pointer, batch, row and component strides, present) per output gradient
+    for g in (g_joints, g_kps if num_kp else None, g_pj, g_pk if num_kp else None):
+        strided += [joints, 0, 0, 0, 0] if g is None else [g, *g.stride(), 1]
+    grid, rb = cfg["readout"]
     _launch(
         _kb._smpl_readout_bwd_kernel,
-        (triton_cdiv(batch, rb["BLOCK_B"]),),
-        g_joints,
-        gk_buf,
-        g_pj,
-        gpk_buf,
+        grid,
+        *strided[0::5],
         joints,
         kps_buf,
-        camera,
+        joints if camera is None else camera,
         rout,
         gfk,
         gu,
@@ -607,14 +665,18 @@ def _bwd_impl(
         num_vj,
         num_kp,
         num_u,
+        *[v for i in range(4) for v in strided[5 * i + 1 : 5 * i + 5]],
+        int(camera is not None),
         **rb,
     )
 
     has_gv = g_verts is not None
     gv_buf = g_verts if has_gv else gu
+    gv_strides = g_verts.stride() if has_gv else (0, 0, 0)
+    grid, va = cfg["rel"]
     _launch(
         _kb._smpl_vertex_bwd_rel_kernel,
-        (split_rel, triton_cdiv(batch, va["BLOCK_B"])),
+        grid,
         coeffs,
         blend_dirs,
         v_template,
@@ -632,15 +694,16 @@ def _bwd_impl(
         num_joints,
         num_u,
         split_rel,
+        *gv_strides,
         HAS_GV=has_gv,
         USE_DOT=use_dot,
         PREC=prec,
         **va,
     )
-    gcoef = betas.new_zeros(split_coef, batch, num_coeffs)
+    grid, vc = cfg["coef"]
     _launch(
         _kb._smpl_vertex_bwd_coef_kernel,
-        (split_coef, triton_cdiv(batch, vc["BLOCK_B"])),
+        grid,
         blend_dirs,
         skin_idx,
         skin_w,
@@ -656,15 +719,17 @@ def _bwd_impl(
         num_joints,
         num_u,
         split_coef,
+        *gv_strides,
         HAS_GV=has_gv,
         USE_DOT=use_dot,
         PREC=prec,
         **vc,
     )
 
+    grid, sb = cfg["skeleton"]
     _launch(
         _kb._smpl_skeleton_bwd_kernel,
-        (triton_cdiv(batch, sb["BLOCK_B"]),),
+        grid,
         pose,
         betas,
         joint_template,
@@ -694,11 +759,7 @@ def _bwd_impl(
 
 
 def _num_splits(batch: int, num_verts: int, cfg: dict, num_sms: int) -> int:
-    """Vertex splits of a vertex-backward kernel: about two programs per SM; each split owns
-    a strided set of vertex tiles."""
-    num_btiles = triton_cdiv(batch, cfg["BLOCK_B"])
-    num_vtiles = triton_cdiv(num_verts, cfg["BLOCK_V"])
-    return max(1, min(num_vtiles, triton_cdiv(2 * num_sms, num_btiles)))
+    return _kf.num_splits(batch, num_verts, cfg["BLOCK_B"], cfg["BLOCK_V"], num_sms)
 
 
 def _plain_outputs(betas, pose, transl, camera, model: ModelTensors, u_idx, rout, num_kp,
@@ -709,6 +770,10 @@ def _plain_outputs(betas, pose, transl, camera, model: ModelTensors, u_idx, rout
     rout: the plan's readout rows and matrix. Returns (verts, joints, kps, pj, pk).
     """
     batch = betas.shape[0]
+    if transl is None:
+        transl = betas.new_zeros(batch, 3)
+    if camera is None:  # the op's projections are then zero
+        camera = betas.new_zeros(batch, 3)
     if pose2rot:
         rot = reference.rodrigues(pose.reshape(-1, 3)).reshape(batch, -1, 3, 3)
     else:
@@ -838,19 +903,17 @@ def _register():
             desc,
             vert_to_u,
             rout,
-            _transl,
+            transl,
             _u_idx,
         ) = ctx.saved_tensors
 
-        def grad_or_zeros(g, like):
-            return torch.zeros_like(like) if g is None else g.contiguous()
-
-        grads = torch.ops.hmr_fast.smpl_bwd(
-            None if g_verts is None else g_verts.contiguous(),
-            grad_or_zeros(g_joints, joints),
-            grad_or_zeros(g_kps, kps),
-            grad_or_zeros(g_pj, joints[..., :2]),
-            grad_or_zeros(g_pk, kps[..., :2]),
+        # Missing and strided (e.g. expanded) gradients go to the kernels as they are.
+        g_betas, g_pose, g_transl, g_camera = torch.ops.hmr_fast.smpl_bwd(
+            g_verts,
+            g_joints,
+            g_kps,
+            g_pj,
+            g_pk,
             betas,
             pose,
             camera,
@@ -873,7 +936,12 @@ def _register():
             ctx.pose2rot,
             ctx.precision,
         )
-        return tuple(grads) + (None,) * 16
+        return (
+            g_betas,
+            g_pose,
+            None if transl is None else g_transl,
+            None if camera is None else g_camera,
+        ) + (None,) * 16
 
     torch.library.register_autograd(
         f"{_OP_NAMESPACE}::smpl_fwd", backward, setup_context=setup_context
@@ -975,20 +1043,18 @@ def smpl_forward_triton(
         else:
             _check_tensor("pose", pose, (batch, num_joints, 3, 3), dtype, device)
         pose_flat = pose.reshape(batch, num_joints * 9)
-    if transl is None:
-        transl = betas.new_zeros(batch, 3)
-    else:
+    # A missing translation or camera stays None (a kernel flag, no zero fill); contiguous()
+    # copies only inputs that are not (e.g. expanded from batch 1).
+    if transl is not None:
         _check_tensor("transl", transl, (batch, 3), dtype, device)
-    cam = camera
-    if cam is None:
-        cam = betas.new_zeros(batch, 3)
-    else:
-        _check_tensor("camera", cam, (batch, 3), dtype, device)
+        transl = transl.contiguous()
+    if camera is not None:
+        _check_tensor("camera", camera, (batch, 3), dtype, device)
     verts, joints, kps, pj, pk, _w, _r, _c = torch.ops.hmr_fast.smpl_fwd(
         betas.contiguous(),
         pose_flat.contiguous(),
-        transl.contiguous(),
-        cam.contiguous(),
+        transl,
+        None if camera is None else camera.contiguous(),
         m.v_template,
         m.blend_dirs,
         m.joint_template,
