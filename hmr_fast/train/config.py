@@ -32,9 +32,6 @@ def _key(default, help: str, *, section: str | None = None, flags: tuple = (), f
     return dataclasses.field(default=default, metadata=meta)
 
 
-ORIGINAL = "akanazawa/hmr"  # the authors' TensorFlow code, cited below as ORIGINAL/<file>
-
-
 @dataclasses.dataclass
 class TrainConfig:
     """Every training setting. Defaults are the paper's recipe (Kanazawa et al. CVPR 2018,
@@ -53,7 +50,7 @@ class TrainConfig:
     image_root: list = _key(None, "folders imgname is relative to: one for all data, or one "
                             "per entry (default: the folder of each data entry)", factory=list)
     crop_padding: str = _key("edge", "what fills a crop outside the image: edge (replicated "
-                             "border pixels, as ORIGINAL/src/util/data_utils.py "
+                             "border pixels, as akanazawa/hmr src/util/data_utils.py "
                              "pad_image_edge) | zero (SPIN's)")
     backbone: str = _key("resnet50", "resnet50 | resnet34 | resnet18 (torchvision's v1.5)",
                          section="model")
@@ -65,7 +62,7 @@ class TrainConfig:
     regressor_dropout: float = _key(0.5, "dropout after each FC1024 of the regressor (the "
                                     "paper's 0.5)")
     bn_momentum: float = _key(0.003, "batch-norm running-statistics momentum (PyTorch's "
-                              "convention): 1 - slim's decay 0.997 used by ORIGINAL")
+                              "convention): 1 - slim's decay 0.997 used by akanazawa/hmr")
     fused: bool = _key(True, "Triton SMPL + discriminator on CUDA; torch everywhere else")
     epochs: float = _key(55.0, "length of a run in passes over the training data (the "
                          "paper's 55); steps follow from the data size", section="optimisation")
@@ -75,25 +72,26 @@ class TrainConfig:
     encoder_lr: float = _key(1e-5, "Adam learning rate of the encoder + regressor (the "
                              "paper's 1e-5)", flags=("--lr",))
     disc_lr: float = _key(1e-4, "Adam learning rate of the discriminator (the paper's 1e-4)")
-    encoder_weight_decay: float = _key(0.0, "L2 on the encoder's parameters: 0, as ORIGINAL "
-                                       "(its regularisers are never added to the loss)")
+    encoder_weight_decay: float = _key(0.0, "L2 on the encoder's parameters: 0, as the original "
+                                       "code (its regularisers are never added to the loss)")
     disc_weight_decay: float = _key(0.0, "L2 on the discriminator's parameters: 0, as "
-                                    "ORIGINAL")
+                                    "akanazawa/hmr")
     lr_schedule: str = _key("constant", "constant (the paper) | cosine: decay to 0 at the "
                             "last step (both networks)")
     warmup_steps: int = _key(0, "linear warm-up of both learning rates over the first N steps")
     flip_prob: float = _key(0.5, "horizontal flip augmentation (mirrors image, keypoints and "
-                            "pose; ORIGINAL flips half the images)")
+                            "pose; akanazawa/hmr flips half the images)")
     amp: bool = _key(False, "bf16 autocast of the encoder, regressor and discriminator")
     keypoint_weight: float = _key(60.0, "lambda of the 2D keypoint L1 (final iteration; "
-                                  "ORIGINAL/src/config.py e_loss_weight)", section="loss weights")
+                                  "akanazawa/hmr src/config.py e_loss_weight)",
+                                  section="loss weights")
     joints_3d_weight: float = _key(60.0, "lambda of the 3D joint loss, 0.5 x mean squared "
-                                   "error as ORIGINAL's (masked by has_3d; e_3d_weight)")
+                                   "error as akanazawa/hmr's (masked by has_3d; e_3d_weight)")
     smpl_weight: float = _key(60.0, "lambda of the SMPL parameter loss, 0.5 x mean squared "
-                              "error as ORIGINAL's (masked by has_smpl; e_3d_weight)")
+                              "error as akanazawa/hmr's (masked by has_smpl; e_3d_weight)")
     adversarial_weight: float = _key(1.0, "the encoder's adversarial term (all iterations; "
                                      "the paper's lambda = 1)")
-    disc_weight: float = _key(1.0, "the discriminator's loss (ORIGINAL d_loss_weight)")
+    disc_weight: float = _key(1.0, "the discriminator's loss (akanazawa/hmr d_loss_weight)")
     use_3d: bool = _key(True, "false = 2D keypoints + adversarial prior only",
                         flags=("--no-3d",))
     seed: int = _key(0, "seeds the data order, augmentation and initialisation", section="run")
