@@ -142,13 +142,38 @@ def test_eval_3dhp_and_p2(trained, tmp_path):
     assert res1["num_samples"] == 10
 
 
-def test_eval_lsp_seg(trained):
+def test_eval_lsp_seg(trained, monkeypatch):
+    """lsp-seg's aggregation against numbers counted here from the masks: a prediction that
+    is the ground truth scores 1, one that is all background scores the background's share
+    (accuracy) and 2a / (2a + b) / classes for the macro F1."""
+    from hmr_fast.data.datasets import KeypointDataset
+    from hmr_fast.eval import protocols
     from hmr_fast.eval.run import run_eval
 
     res = run_eval(trained / "run", trained / "synth", "lsp-seg", progress=False)
     assert res["num_with_masks"] == 10
     for k in ("parts_accuracy", "parts_f1", "fg_accuracy", "fg_f1"):
         assert 0 <= res[k] <= 1, k
+    ds = KeypointDataset(trained / "synth" / "annotations.npz", trained / "synth",
+                         image_size=64, train=False, return_masks=True)
+    parts = [ds[i]["part_mask"].numpy() for i in range(len(ds))]
+    assert all(p.shape == (64, 64) for p in parts) and any(p.any() for p in parts)
+    queue = iter(parts)  # rows are scored in order
+    monkeypatch.setattr(protocols, "render_part_labels", lambda *a, **k: next(queue))
+    perfect = run_eval(trained / "run", trained / "synth", "lsp-seg", progress=False)
+    for k in ("parts_accuracy", "parts_f1", "fg_accuracy", "fg_f1"):
+        assert perfect[k] == pytest.approx(1.0), k
+    monkeypatch.setattr(protocols, "render_part_labels",
+                        lambda *a, **k: np.zeros((64, 64), np.int64))
+    empty = run_eval(trained / "run", trained / "synth", "lsp-seg", progress=False)
+    gt = np.stack(parts)
+    background, other = int((gt == 0).sum()), int((gt > 0).sum())
+    assert empty["parts_accuracy"] == pytest.approx(background / gt.size)
+    assert empty["fg_accuracy"] == pytest.approx(background / gt.size)
+    f1_background = 2 * background / (2 * background + other)
+    classes = len(np.unique(gt))  # the part classes present; those never predicted score 0
+    assert empty["parts_f1"] == pytest.approx(f1_background / classes)
+    assert empty["fg_f1"] == pytest.approx(f1_background / 2)
 
 
 def test_eval_errors(trained, capsys):
