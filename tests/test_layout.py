@@ -78,3 +78,15 @@ def test_evaluation_and_apps_do_not_import_the_training_loop():
     for name in ("hmr_fast.eval.run", "hmr_fast.eval.protocols", "hmr_fast.demo",
                  "hmr_fast.predict", "hmr_fast.pretrained"):
         assert not graph[name] & loop, (name, graph[name] & loop)
+
+
+def test_kernels_come_from_this_tree():
+    """From a source tree, hmr_fast.kernels is this tree's kernels/ folder (never another
+    checkout's that an editable install in the same environment maps the name to)."""
+    from pathlib import Path
+
+    import hmr_fast.kernels
+    from hmr_fast.ops.kernels_loader import kernels_package
+
+    assert kernels_package() is hmr_fast.kernels
+    assert Path(hmr_fast.kernels.__file__).resolve().parent == PACKAGE.parent / "kernels"
