@@ -41,4 +41,5 @@ def kernels_package():
     pkg = importlib.util.module_from_spec(spec)
     sys.modules["hmr_fast.kernels"] = pkg
     spec.loader.exec_module(pkg)
+    importlib.import_module("hmr_fast").kernels = pkg  # as a normal import does
     return pkg
