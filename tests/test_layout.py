@@ -86,6 +86,7 @@ def test_kernels_come_from_this_tree():
     from pathlib import Path
 
     import hmr_fast.kernels
+
     from hmr_fast.ops.kernels_loader import kernels_package
 
     assert kernels_package() is hmr_fast.kernels
