@@ -10,15 +10,16 @@ Four launches, whatever the batch, in this order:
    with the forward's blend GEMM, then the gradient of A (B, 24, 12) reduced over the
    vertices as one ``tl.dot`` of all (sample, row, column) products with the tile's dense
    (vertices x joints) weights, and the translation gradient.
-3. ``_smpl_vertex_bwd_coef_kernel`` (same grid): the skinning backward (gradient of
-   v_posed, which needs no v_posed) and the gradient of [beta, pose feature] as a ``tl.dot``
-   with blend_dirs^T, read-modify-written into the program's own partial rows.
+3. ``_smpl_vertex_bwd_coef_kernel`` (same grid, plus an axis of BLOCK_KC coefficient blocks):
+   the skinning backward (gradient of v_posed, which needs no v_posed) and the gradient of
+   [beta, pose feature] as a ``tl.dot`` with blend_dirs^T, accumulated in registers over the
+   program's vertex tiles and stored once into the program's own partial row.
    Splitting 2 and 3 keeps each kernel's registers low enough for tensor-core tiles without
    spills. Each program owns one split's rows of the (NSPLIT, B, ...) partial buffers: no
    atomics.
 4. ``_smpl_skeleton_bwd_kernel`` (per block of samples, vectorised over joints): sums the
-   partials of 2 and 3 (the "small reduction"), then goes back through the skinning
-   transforms, forward kinematics, rest joints and Rodrigues.
+   partials of 2 and 3 (the "small reduction", BLOCK_S partials per round trip), then goes
+   back through the skinning transforms, forward kinematics, rest joints and Rodrigues.
 
 Forward kinematics backward without a level loop. With S_j = dL/dG_R,j · G_R,j^T,
 S_j = sum over the subtree of j of (D_d G_R,d^T + T_d G_t,d^T) - (sum of T_d) G_t,j^T,
@@ -43,9 +44,14 @@ from .smpl_fwd import (
 
 GPU_READOUT_BWD = dict(BLOCK_B=4, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_R=32, BLOCK_U=32, num_warps=4)
 GPU_VERTEX_BWD_REL_F64 = dict(BLOCK_B=2, BLOCK_V=8, BLOCK_K=8, BLOCK_J=NUM_JOINT_SLOTS, num_warps=4)
-GPU_VERTEX_BWD_COEF_F64 = dict(BLOCK_B=4, BLOCK_V=32, BLOCK_K=8, num_warps=4)
-GPU_SKELETON_BWD = dict(BLOCK_B=16, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_L=8, num_warps=8)
-GPU_SKELETON_BWD_F64 = dict(BLOCK_B=2, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_L=8, num_warps=4)
+# fp64 has no tl.dot: its (BLOCK_B, BLOCK_V, BLOCK_KC) broadcast product stays at 4096
+# elements (146-185 registers, spill-free under 3.6 and 3.8).
+GPU_VERTEX_BWD_COEF_F64 = dict(BLOCK_B=4, BLOCK_V=4, BLOCK_KC=256, num_warps=4)
+# BLOCK_S: vertex-split partials loaded per round trip by the skeleton backward. 4: 185-190
+# registers (fp32, sm_90a, triton 3.8); 8 needs 254.
+GPU_SKELETON_BWD = dict(BLOCK_B=16, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_L=8, BLOCK_S=4, num_warps=8)
+GPU_SKELETON_BWD_F64 = dict(BLOCK_B=2, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_L=8, BLOCK_S=4,
+                            num_warps=4)
 
 # fp32 block sizes by (precision, GPU family), as smpl_fwd.GPU_VERTEX_FWD; all spill-free.
 # The A-gradient kernel's dot has 16 BLOCK_B rows (wgmma on sm_90a whatever BLOCK_B); the
@@ -62,15 +68,17 @@ GPU_VERTEX_BWD_REL = {
     # BLOCK_K=32: with 16, triton 3.6 spills 12-32 B in the keypoint-mode variant on sm_80.
     ("tf32", 80): dict(BLOCK_B=16, BLOCK_V=16, BLOCK_K=32, **_J, num_warps=8),
 }
+# BLOCK_KC: the width of the register accumulator, a grid axis of KC / BLOCK_KC blocks.
+# 256 (one block for SMPL's 217) spills 0.4-1.5 KB on sm_90a (triton 3.8); 128 (two
+# blocks, the skinning backward computed twice) is spill-free.
 GPU_VERTEX_BWD_COEF = {
-    ("tf32x3", 90): dict(BLOCK_B=64, BLOCK_V=16, BLOCK_K=32, num_warps=8),
-    # ieee: 4 warps spill 8 B (keypoint mode, triton 3.8); 8 warps are spill-free on 3.6/3.8.
-    ("ieee", 90): dict(BLOCK_B=16, BLOCK_V=32, BLOCK_K=32, num_warps=8),
-    ("tf32", 90): dict(BLOCK_B=64, BLOCK_V=16, BLOCK_K=32, num_warps=8),
-    ("tf32x3", 80): dict(BLOCK_B=16, BLOCK_V=32, BLOCK_K=32, num_warps=4),
-    # BLOCK_V=32 spills 8-16 B under triton 3.6; 16 is spill-free under 3.6 and 3.8.
-    ("ieee", 80): dict(BLOCK_B=32, BLOCK_V=16, BLOCK_K=32, num_warps=8),
-    ("tf32", 80): dict(BLOCK_B=16, BLOCK_V=32, BLOCK_K=32, num_warps=4),
+    ("tf32x3", 90): dict(BLOCK_B=64, BLOCK_V=16, BLOCK_KC=128, num_warps=8),
+    ("ieee", 90): dict(BLOCK_B=32, BLOCK_V=16, BLOCK_KC=128, num_warps=8),
+    ("tf32", 90): dict(BLOCK_B=64, BLOCK_V=16, BLOCK_KC=128, num_warps=8),
+    # sm_80: BLOCK_V=32 or 4 warps spill 0.3-0.5 KB with BLOCK_KC=128 (triton 3.8).
+    ("tf32x3", 80): dict(BLOCK_B=16, BLOCK_V=16, BLOCK_KC=128, num_warps=8),
+    ("ieee", 80): dict(BLOCK_B=32, BLOCK_V=16, BLOCK_KC=128, num_warps=8),
+    ("tf32", 80): dict(BLOCK_B=16, BLOCK_V=16, BLOCK_KC=128, num_warps=8),
 }
 
 
@@ -282,6 +290,7 @@ def _blend_tile4(
     mb,
     ov0,
     V,
+    VP,
     KC,
     USE_DOT: tl.constexpr,
     PREC: tl.constexpr,
@@ -290,12 +299,16 @@ def _blend_tile4(
     BLOCK_K: tl.constexpr,
 ):
     """Homogeneous v_posed of vertices ov0 + [0, BLOCK_V) as one (samples, 4, vertices) tile
-    [x; y; z; 1]: a single dot whose columns run over (component, vertex)."""
+    [x; y; z; 1]: a single dot whose columns run over (component, vertex). The directions are
+    planar (KC, 3, VP), so each component's BLOCK_V columns are one aligned contiguous run."""
     n = tl.arange(0, 4 * BLOCK_V)
     m = n // BLOCK_V
     ov = ov0 + n % BLOCK_V
     mn = (m < 3) & (ov < V)
-    cols = 3 * ov[None, :] + m[None, :]
+    # Directions masked to the zero padding (VP, a multiple of 16), vectorisable as in
+    # smpl_fwd._blend_tile; their columns past V meet zero vertex gradients.
+    mp = (m < 3) & (ov < VP)
+    cols = m[None, :] * VP + ov[None, :]
     acc = tl.zeros((BLOCK_B, 4 * BLOCK_V), dtype=coeffs_ptr.dtype.element_ty)
     for k0 in range(0, KC, BLOCK_K):
         ok = k0 + tl.arange(0, BLOCK_K)
@@ -304,7 +317,7 @@ def _blend_tile4(
             coeffs_ptr + ob[:, None] * KC + ok[None, :], mask=mb[:, None] & mk[None, :], other=0.0
         )
         bd = tl.load(
-            bdirs_ptr + ok[:, None] * (3 * V) + cols, mask=mk[:, None] & mn[None, :], other=0.0
+            bdirs_ptr + ok[:, None] * (3 * VP) + cols, mask=mk[:, None] & mp[None, :], other=0.0
         )
         acc = _mma(coef, bd, acc, USE_DOT, PREC)
     vt = tl.load(vt_ptr + 3 * ov + m, mask=mn, other=0.0)
@@ -332,7 +345,7 @@ def _vertex_grad4(gv_ptr, gv_sb, gv_sv, gv_sc, gu_ptr, v2u_ptr, ob, mb, ov, mv, 
 @triton.jit
 def _smpl_vertex_bwd_rel_kernel(
     coeffs_ptr,  # (B, KC) [beta, pose feature] from the forward
-    bdirs_ptr,  # (KC, V*3)
+    bdirs_ptr,  # (KC, 3, VP) planar blend directions
     vt_ptr,  # (V, 3)
     skin_idx_ptr,  # (V, K) int64
     skin_w_ptr,  # (V, K)
@@ -343,6 +356,7 @@ def _smpl_vertex_bwd_rel_kernel(
     gtr_ptr,  # out (NSPLIT, B, 3)
     B,
     V,
+    VP,  # smpl_fwd.planar_stride(V)
     KC,
     K,
     NJ,
@@ -391,6 +405,7 @@ def _smpl_vertex_bwd_rel_kernel(
             mb,
             ov0,
             V,
+            VP,
             KC,
             USE_DOT,
             PREC,
@@ -419,16 +434,17 @@ def _smpl_vertex_bwd_rel_kernel(
 
 @triton.jit
 def _smpl_vertex_bwd_coef_kernel(
-    bdirs_ptr,  # (KC, V*3)
+    bdirs_ptr,  # (KC, 3, VP) planar blend directions
     skin_idx_ptr,  # (V, K) int64
     skin_w_ptr,  # (V, K)
     rel_ptr,  # (B, J, 12) skinning transforms A
     gv_ptr,  # (B, V, 3) grad of the vertices, strides gv_s* (read only when HAS_GV)
     gu_ptr,  # (B, NU, 3) grad of the readout vertices
     v2u_ptr,  # (V,) int32 readout slot of each vertex, -1 if none
-    gcoef_ptr,  # out (NSPLIT, B, KC): the split's first tile stores, later tiles add
+    gcoef_ptr,  # out (NSPLIT, B, KC): each program stores its block once
     B,
     V,
+    VP,  # smpl_fwd.planar_stride(V)
     KC,
     K,
     NJ,
@@ -442,19 +458,28 @@ def _smpl_vertex_bwd_coef_kernel(
     PREC: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_V: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    BLOCK_KC: tl.constexpr,
 ):
     """Gradient of [beta, pose feature]: g_vposed = sum_k w_k A_R^T g (skinning backward,
-    no v_posed needed), then g_vposed @ blend_dirs^T into this program's own partial rows."""
+    no v_posed needed), then g_vposed @ blend_dirs^T.
+
+    Grid (sample tiles, splits, KC blocks). Program (b, s, c) accumulates the
+    (BLOCK_B, BLOCK_KC) block c of split s's partial row in registers over all of the
+    split's vertex tiles and stores it once: no read-modify-write of the partials per tile,
+    no zero fill. Each KC block repeats the skinning backward (SMPL's 217 coefficients are 2
+    blocks of the GPU tables' 128): a 256-wide accumulator spills."""
     # Sample tiles on grid axis 0 (up to 2**31 - 1 programs; axes 1 and 2 stop at 65535).
     pid_b = tl.program_id(0)
     pid_s = tl.program_id(1)
+    pid_k = tl.program_id(2)
     ob = pid_b.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     mb = ob < B
     ob2 = ob[:, None]
     mb2 = mb[:, None]
+    ok = pid_k * BLOCK_KC + tl.arange(0, BLOCK_KC)
+    mk = ok < KC
     dtype = bdirs_ptr.dtype.element_ty
-    row = (pid_s * B + ob2) * KC
+    acc = tl.zeros((BLOCK_B, BLOCK_KC), dtype=dtype)
     for t in range(pid_s, tl.cdiv(V, BLOCK_V), NSPLIT):
         ov = t * BLOCK_V + tl.arange(0, BLOCK_V)
         mv = ov < V
@@ -472,24 +497,35 @@ def _smpl_vertex_bwd_coef_kernel(
             gpx += w * _rotation_col(ab + 0, m2, gx, gy, gz)
             gpy += w * _rotation_col(ab + 1, m2, gx, gy, gz)
             gpz += w * _rotation_col(ab + 2, m2, gx, gy, gz)
+        # (vertices, coefficients) tiles of the planar directions: contiguous over vertices.
+        bd = bdirs_ptr + ok[None, :] * (3 * VP) + ov[:, None]
+        # Masked to the zero padding (vectorisable, see smpl_fwd._blend_tile); gp is zero
+        # past V.
+        mvk = (ov < VP)[:, None] & mk[None, :]
+        acc = _mma(gpx, tl.load(bd, mask=mvk, other=0.0), acc, USE_DOT, PREC)
+        acc = _mma(gpy, tl.load(bd + VP, mask=mvk, other=0.0), acc, USE_DOT, PREC)
+        acc = _mma(gpz, tl.load(bd + 2 * VP, mask=mvk, other=0.0), acc, USE_DOT, PREC)
+    tl.store(gcoef_ptr + (pid_s * B + ob2) * KC + ok[None, :], acc, mask=mb2 & mk[None, :])
 
-        # The partial rows were stored by other threads of this program for the previous
-        # tile: barrier before reading them back.
-        tl.debug_barrier()
-        cols = 3 * ov[:, None]
-        for k0 in range(0, KC, BLOCK_K):
-            ok = k0 + tl.arange(0, BLOCK_K)
-            mk = ok < KC
-            bd = bdirs_ptr + ok[None, :] * (3 * V) + cols
-            mvk = mv[:, None] & mk[None, :]
-            g = _mm(gpx, tl.load(bd + 0, mask=mvk, other=0.0), USE_DOT, PREC)
-            g += _mm(gpy, tl.load(bd + 1, mask=mvk, other=0.0), USE_DOT, PREC)
-            g += _mm(gpz, tl.load(bd + 2, mask=mvk, other=0.0), USE_DOT, PREC)
-            ptr = gcoef_ptr + row + ok[None, :]
-            mbk = mb2 & mk[None, :]
-            # The first tile (t == pid_s, every split has one) stores: no zero-filled buffer.
-            g += tl.load(ptr, mask=mbk & (t != pid_s), other=0.0)
-            tl.store(ptr, g, mask=mbk)
+
+@triton.jit
+def _split_sum(ptr, B, ROW, NSPLIT, ob2, cols, mask, BLOCK_S: tl.constexpr):
+    """sum over s < NSPLIT of ptr[(s * B + ob2) * ROW + cols] (a (NSPLIT, B, ROW) partial
+    buffer), in split order. ob2 is int64; s * B * ROW stays int32: splits > 1 only when the
+    sample tiles are fewer than 2 per SM, so s * B < 2 * SMs * BLOCK_B (smpl_fwd.num_splits).
+
+    Split 0 always exists; the rest go BLOCK_S per step, unrolled, so a step's loads are
+    independent (one round trip) while the adds keep their order: the same result on every
+    run (no atomics), NSPLIT / BLOCK_S dependent round trips instead of NSPLIT. Same layout
+    as offs throughout: a (BLOCK_S, ...) tile reduced with tl.sum would come out in a slice
+    layout that replicates it over the warps (it spilled ~2.4 KB in the skeleton kernel)."""
+    base = ptr + ob2 * ROW + cols
+    acc = tl.load(base, mask=mask, other=0.0)
+    for s0 in range(1, NSPLIT, BLOCK_S):
+        for u in tl.static_range(BLOCK_S):
+            sp = s0 + u
+            acc += tl.load(base + sp * (B * ROW), mask=mask & (sp < NSPLIT), other=0.0)
+    return acc
 
 
 @triton.jit
@@ -520,6 +556,7 @@ def _smpl_skeleton_bwd_kernel(
     BLOCK_B: tl.constexpr,
     BLOCK_J: tl.constexpr,
     BLOCK_L: tl.constexpr,
+    BLOCK_S: tl.constexpr,
 ):
     pid = tl.program_id(0)
     ob = pid.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -551,25 +588,28 @@ def _smpl_skeleton_bwd_kernel(
     p21 = tl.where(is_root, 0.0, p21)
     p22 = tl.where(is_root, 1.0, p22)
 
-    ga00, ga01, ga02, ga03 = zero2, zero2, zero2, zero2
-    ga10, ga11, ga12, ga13 = zero2, zero2, zero2, zero2
-    ga20, ga21, ga22, ga23 = zero2, zero2, zero2, zero2
-    for sp in range(NSPLIT):
-        q00, q01, q02, q03, q10, q11, q12, q13, q20, q21, q22, q23 = _load12(
-            grel_ptr + (sp * B + ob2) * (NJ * 12) + oj2 * 12, m2
-        )
-        ga00 += q00
-        ga01 += q01
-        ga02 += q02
-        ga03 += q03
-        ga10 += q10
-        ga11 += q11
-        ga12 += q12
-        ga13 += q13
-        ga20 += q20
-        ga21 += q21
-        ga22 += q22
-        ga23 += q23
+    # The vertex kernels' per-split partials, summed here (the "small reduction") as in
+    # _split_sum: split 0, then BLOCK_S splits per step with independent loads, in order.
+    grel0 = grel_ptr + ob2 * (NJ * 12) + oj2 * 12
+    ga00, ga01, ga02, ga03, ga10, ga11, ga12, ga13, ga20, ga21, ga22, ga23 = _load12(grel0, m2)
+    for s0 in range(1, NSPLIT, BLOCK_S):
+        for u in tl.static_range(BLOCK_S):
+            sp = s0 + u
+            q00, q01, q02, q03, q10, q11, q12, q13, q20, q21, q22, q23 = _load12(
+                grel0 + sp * (B * NJ * 12), m2 & (sp < NSPLIT)
+            )
+            ga00 += q00
+            ga01 += q01
+            ga02 += q02
+            ga03 += q03
+            ga10 += q10
+            ga11 += q11
+            ga12 += q12
+            ga13 += q13
+            ga20 += q20
+            ga21 += q21
+            ga22 += q22
+            ga23 += q23
 
     # Direct gradients of each joint's world transform: A = [G_R | G_t - G_R J], joints = G_t.
     fb = gfk_ptr + ob2 * (NJ * 3) + oj2 * 3
@@ -656,17 +696,21 @@ def _smpl_skeleton_bwd_kernel(
 
     # Pose-feature gradients (joints 1..) add straight onto the local rotations.
     mpf = m2 & (oj2 >= 1)
-    for sp in range(NSPLIT_C):
-        pf = gcoef_ptr + (sp * B + ob2) * KC + L + 9 * (oj2 - 1)
-        r00 += tl.load(pf + 0, mask=mpf, other=0.0)
-        r01 += tl.load(pf + 1, mask=mpf, other=0.0)
-        r02 += tl.load(pf + 2, mask=mpf, other=0.0)
-        r10 += tl.load(pf + 3, mask=mpf, other=0.0)
-        r11 += tl.load(pf + 4, mask=mpf, other=0.0)
-        r12 += tl.load(pf + 5, mask=mpf, other=0.0)
-        r20 += tl.load(pf + 6, mask=mpf, other=0.0)
-        r21 += tl.load(pf + 7, mask=mpf, other=0.0)
-        r22 += tl.load(pf + 8, mask=mpf, other=0.0)
+    pf0 = gcoef_ptr + ob2 * KC + L + 9 * (oj2 - 1)
+    for s0 in range(0, NSPLIT_C, BLOCK_S):
+        for u in tl.static_range(BLOCK_S):
+            sp = s0 + u
+            pf = pf0 + sp * (B * KC)
+            mp = mpf & (sp < NSPLIT_C)
+            r00 += tl.load(pf + 0, mask=mp, other=0.0)
+            r01 += tl.load(pf + 1, mask=mp, other=0.0)
+            r02 += tl.load(pf + 2, mask=mp, other=0.0)
+            r10 += tl.load(pf + 3, mask=mp, other=0.0)
+            r11 += tl.load(pf + 4, mask=mp, other=0.0)
+            r12 += tl.load(pf + 5, mask=mp, other=0.0)
+            r20 += tl.load(pf + 6, mask=mp, other=0.0)
+            r21 += tl.load(pf + 7, mask=mp, other=0.0)
+            r22 += tl.load(pf + 8, mask=mp, other=0.0)
 
     # Betas: blend-shape part + rest joints (t_j = J_j - J_parent, A's -G_R J_j).
     ux = gjx + tx
@@ -682,9 +726,7 @@ def _smpl_skeleton_bwd_kernel(
         ol = l0 + tl.arange(0, BLOCK_L)
         ml = ol < L
         mbl = mb[:, None] & ml[None, :]
-        acc = tl.zeros((BLOCK_B, BLOCK_L), dtype=zero2.dtype)
-        for sp in range(NSPLIT_C):
-            acc += tl.load(gcoef_ptr + (sp * B + ob2) * KC + ol[None, :], mask=mbl, other=0.0)
+        acc = _split_sum(gcoef_ptr, B, KC, NSPLIT_C, ob2, ol[None, :], mbl, BLOCK_S)
         msd = mj[:, None] & ml[None, :]
         sd = jsd_ptr + oj[:, None] * (3 * L) + ol[None, :]
         psd = jsd_ptr + parent[:, None] * (3 * L) + ol[None, :]
@@ -718,17 +760,11 @@ def _smpl_skeleton_bwd_kernel(
         tl.store(gb + 1, dy, mask=m2)
         tl.store(gb + 2, dz, mask=m2)
 
-    gtx = tl.load(gtr_ptr + ob * 3 + 0, mask=mb, other=0.0)
-    gty = tl.load(gtr_ptr + ob * 3 + 1, mask=mb, other=0.0)
-    gtz = tl.load(gtr_ptr + ob * 3 + 2, mask=mb, other=0.0)
-    for sp in range(NSPLIT):
-        tb = gtrv_ptr + (sp * B + ob) * 3
-        gtx += tl.load(tb + 0, mask=mb, other=0.0)
-        gty += tl.load(tb + 1, mask=mb, other=0.0)
-        gtz += tl.load(tb + 2, mask=mb, other=0.0)
-    tl.store(gtransl_ptr + ob * 3 + 0, gtx, mask=mb)
-    tl.store(gtransl_ptr + ob * 3 + 1, gty, mask=mb)
-    tl.store(gtransl_ptr + ob * 3 + 2, gtz, mask=mb)
+    c4 = tl.arange(0, 4)[None, :]
+    mt = mb[:, None] & (c4 < 3)
+    gt = tl.load(gtr_ptr + ob2 * 3 + c4, mask=mt, other=0.0)
+    gt += _split_sum(gtrv_ptr, B, 3, NSPLIT, ob2, c4, mt, BLOCK_S)
+    tl.store(gtransl_ptr + ob2 * 3 + c4, gt, mask=mt)
 
 
 def _p(dt: str) -> str:
@@ -775,7 +811,7 @@ def vertex_bwd_rel_signature(dt: str) -> dict:
         "grel_ptr": _p(dt),
         "gtr_ptr": _p(dt),
     }
-    sig.update({k: "i32" for k in ("B", "V", "KC", "K", "NJ", "NU", "NSPLIT")})
+    sig.update({k: "i32" for k in ("B", "V", "VP", "KC", "K", "NJ", "NU", "NSPLIT")})
     sig.update({k: "i32" for k in ("gv_sb", "gv_sv", "gv_sc")})
     sig.update(
         {
@@ -797,10 +833,10 @@ def vertex_bwd_coef_signature(dt: str) -> dict:
         "v2u_ptr": "*i32",
         "gcoef_ptr": _p(dt),
     }
-    sig.update({k: "i32" for k in ("B", "V", "KC", "K", "NJ", "NU", "NSPLIT")})
+    sig.update({k: "i32" for k in ("B", "V", "VP", "KC", "K", "NJ", "NU", "NSPLIT")})
     sig.update({k: "i32" for k in ("gv_sb", "gv_sv", "gv_sc")})
     sig.update(
-        {k: "constexpr" for k in ("HAS_GV", "USE_DOT", "PREC", "BLOCK_B", "BLOCK_V", "BLOCK_K")}
+        {k: "constexpr" for k in ("HAS_GV", "USE_DOT", "PREC", "BLOCK_B", "BLOCK_V", "BLOCK_KC")}
     )
     return sig
 
@@ -832,7 +868,8 @@ def skeleton_bwd_signature(dt: str) -> dict:
         }
     )
     sig.update({k: "i32" for k in ("B", "L", "NJ", "NSPLIT", "NSPLIT_C")})
-    sig.update({k: "constexpr" for k in ("ROT_INPUT", "USE_DOT", "BLOCK_B", "BLOCK_J", "BLOCK_L")})
+    sig.update({k: "constexpr"
+                for k in ("ROT_INPUT", "USE_DOT", "BLOCK_B", "BLOCK_J", "BLOCK_L", "BLOCK_S")})
     return sig
 
 

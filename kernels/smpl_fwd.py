@@ -31,7 +31,9 @@ NUM_JOINT_SLOTS = 32  # BLOCK_J: the 24 joints padded to a power of two
 # Block sizes the host launchers use on a GPU (smpl_triton.py reads these).
 GPU_SKELETON_FWD = dict(BLOCK_B=8, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_L=8, num_warps=2)
 GPU_SKELETON_FWD_F64 = dict(BLOCK_B=4, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_L=8, num_warps=2)
-GPU_VERTEX_FWD_F64 = dict(BLOCK_B=8, BLOCK_V=32, BLOCK_K=8, num_warps=4)
+# fp64: BLOCK_B=8 spills 8 B on sm_90a under triton 3.6 with the planar blend directions;
+# 4 samples: 56-64 registers, spill-free under 3.6 and 3.8 on sm_90a and sm_80.
+GPU_VERTEX_FWD_F64 = dict(BLOCK_B=4, BLOCK_V=32, BLOCK_K=8, num_warps=4)
 # BLOCK_U=16: 32 spills 24 B (fp32, sm_80) under triton 3.6.
 GPU_READOUT = dict(BLOCK_B=4, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_R=32, BLOCK_U=16, num_warps=4)
 
@@ -298,7 +300,7 @@ def _blend_tile(
     mb,
     ov,
     mv,
-    V,
+    VP,
     KC,
     USE_DOT: tl.constexpr,
     PREC: tl.constexpr,
@@ -306,23 +308,27 @@ def _blend_tile(
     BLOCK_V: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    """v_posed of a (samples x vertices) tile: v_template + [beta, pf] @ blend_dirs."""
+    """v_posed of a (samples x vertices) tile: v_template + [beta, pf] @ blend_dirs, the
+    directions in the plan's planar (KC, 3, VP) layout (VP: see planar_stride)."""
     dtype = coeffs_ptr.dtype.element_ty
     acc_x = tl.zeros((BLOCK_B, BLOCK_V), dtype=dtype)
     acc_y = tl.zeros((BLOCK_B, BLOCK_V), dtype=dtype)
     acc_z = tl.zeros((BLOCK_B, BLOCK_V), dtype=dtype)
-    cols = 3 * ov[None, :]
     for k0 in range(0, KC, BLOCK_K):
         ok = k0 + tl.arange(0, BLOCK_K)
         mk = ok < KC
         coef = tl.load(
             coeffs_ptr + ob[:, None] * KC + ok[None, :], mask=mb[:, None] & mk[None, :], other=0.0
         )
-        bd = bdirs_ptr + ok[:, None] * (3 * V) + cols
-        mkv = mk[:, None] & mv[None, :]
-        acc_x += _mm(coef, tl.load(bd + 0, mask=mkv, other=0.0), USE_DOT, PREC)
-        acc_y += _mm(coef, tl.load(bd + 1, mask=mkv, other=0.0), USE_DOT, PREC)
-        acc_z += _mm(coef, tl.load(bd + 2, mask=mkv, other=0.0), USE_DOT, PREC)
+        # Planar (KC, 3, VP) directions: each component's row is contiguous over the
+        # vertices and starts 64-byte aligned. Masked to the zero padding (ov < VP), not to
+        # ov < V: a mask constant over 16 vertices keeps the loads vectorisable, and the
+        # padded columns only reach vertices that are never stored.
+        bd = bdirs_ptr + ok[:, None] * (3 * VP) + ov[None, :]
+        mkv = mk[:, None] & (ov < VP)[None, :]
+        acc_x += _mm(coef, tl.load(bd, mask=mkv, other=0.0), USE_DOT, PREC)
+        acc_y += _mm(coef, tl.load(bd + VP, mask=mkv, other=0.0), USE_DOT, PREC)
+        acc_z += _mm(coef, tl.load(bd + 2 * VP, mask=mkv, other=0.0), USE_DOT, PREC)
     vx = acc_x + tl.load(vt_ptr + ov * 3 + 0, mask=mv, other=0.0)[None, :]
     vy = acc_y + tl.load(vt_ptr + ov * 3 + 1, mask=mv, other=0.0)[None, :]
     vz = acc_z + tl.load(vt_ptr + ov * 3 + 2, mask=mv, other=0.0)[None, :]
@@ -343,7 +349,7 @@ def _affine_row(base, mask, vx, vy, vz):
 @triton.jit
 def _smpl_vertex_fwd_kernel(
     coeffs_ptr,  # (B, KC) [beta, pose feature]
-    bdirs_ptr,  # (KC, V*3) blend directions
+    bdirs_ptr,  # (KC, 3, VP) blend directions, planar (the plan's blend_planar)
     vt_ptr,  # (V, 3) template
     skin_idx_ptr,  # (V, K) int64 joint ids
     skin_w_ptr,  # (V, K) weights
@@ -352,6 +358,7 @@ def _smpl_vertex_fwd_kernel(
     verts_ptr,  # out (B, V, 3)
     B,
     V,
+    VP,  # planar_stride(V)
     KC,
     K,
     NJ,
@@ -378,7 +385,7 @@ def _smpl_vertex_fwd_kernel(
         mb,
         ov,
         mv,
-        V,
+        VP,
         KC,
         USE_DOT,
         PREC,
@@ -501,13 +508,32 @@ def _smpl_readout_fwd_kernel(
         tl.store(pkb + 1, s * (ay + cy), mask=mkr)
 
 
+# At most this many vertex splits. Each split is one more (B, ...) partial row that the
+# skeleton backward adds up (in chunks of its BLOCK_S, one round trip per chunk), and at
+# small B the splits are what keeps SMs busy: 64 splits give B = 1 about 7 vertex tiles per
+# program and 8 chunks of 8 partials per sum, instead of ~2 tiles and 264 serial adds.
+MAX_SPLITS = 64
+
+
+# The planar blend directions' vertex stride is V rounded up to this, so every (coefficient,
+# component) row starts 64-byte aligned and Triton, which specialises integer arguments
+# divisible by 16 at launch, can prove it: vector loads / 16-byte async copies, where the
+# interleaved or an unpadded planar row (3 * 6890 floats) is only 4-byte aligned.
+PLANAR_ALIGN = 16
+
+
+def planar_stride(num_verts: int) -> int:
+    """Vertex stride VP of the planar (KC, 3, VP) blend directions."""
+    return -(-num_verts // PLANAR_ALIGN) * PLANAR_ALIGN
+
+
 def num_splits(batch: int, num_verts: int, block_b: int, block_v: int, num_sms: int) -> int:
-    """Vertex splits of a vertex-backward kernel (grid axis 1): about two programs per SM;
-    each split owns a strided set of vertex tiles. Plain Python: the launchers and the AOT
-    report's runtime-specialised signatures use the same number."""
+    """Vertex splits of a vertex-backward kernel (grid axis 1): about two programs per SM,
+    at most MAX_SPLITS; each split owns a strided set of vertex tiles. Plain Python: the
+    launchers and the AOT report's runtime-specialised signatures use the same number."""
     num_btiles = -(-batch // block_b)
     num_vtiles = -(-num_verts // block_v)
-    return max(1, min(num_vtiles, -(-2 * num_sms // num_btiles)))
+    return max(1, min(num_vtiles, MAX_SPLITS, -(-2 * num_sms // num_btiles)))
 
 
 # Integer arguments of a real launch on the SMPL model with HMR's 19-keypoint regressor
@@ -525,7 +551,7 @@ def runtime_ints(variant: dict, batch: int, keypoint_mode: bool) -> dict:
     v = m["NU"] if keypoint_mode else m["V"]
     np_, q = m["NJ"] + m["E"], m["Q"]
     c = variant["constexprs"]
-    ints = dict(B=batch, V=v, VM=v, L=m["L"], NJ=m["NJ"], NDEPTH=m["NDEPTH"],
+    ints = dict(B=batch, V=v, VP=planar_stride(v), VM=v, L=m["L"], NJ=m["NJ"], NDEPTH=m["NDEPTH"],
                 KC=m["L"] + 9 * (m["NJ"] - 1), K=m["K"], E=m["E"], Q=q, NU=m["NU"],
                 HAS_T=1, HAS_CAM=1, HAS_GJ=1, HAS_GK=1, HAS_GPJ=1, HAS_GPK=1,
                 gj_sb=np_ * 3, gj_sr=3, gj_sc=1, gk_sb=q * 3, gk_sr=3, gk_sc=1,
@@ -577,6 +603,7 @@ def vertex_fwd_signature(dt: str) -> dict:
         "verts_ptr": _ptr(dt),
         "B": "i32",
         "V": "i32",
+        "VP": "i32",
         "KC": "i32",
         "K": "i32",
         "NJ": "i32",

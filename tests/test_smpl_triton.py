@@ -384,6 +384,78 @@ def test_gpu_block_sizes_and_vertex_splits(monkeypatch, dtype):
         )
 
 
+def test_plan_builds_planar_blend_dirs_once():
+    # The kernels read the blend directions as planar (KC, 3, V) rows (contiguous loads);
+    # the plan makes that copy once and get_plan's cache returns it while the model is
+    # unchanged.
+    model = random_model(90, dtype=torch.float64)
+    reg = sparse_regressor(90)
+    for vertices in (True, False):
+        plan = st.get_plan(model, reg, vertices=vertices)
+        assert st.get_plan(model, reg, vertices=vertices).blend_planar is plan.blend_planar
+        bd = plan.model.blend_dirs
+        num_coeffs, num_verts = bd.shape[0], bd.shape[1] // 3
+        planar = plan.blend_planar
+        # Rows padded to a multiple of 16 vertices (aligned, vectorisable loads), zeros.
+        assert planar.shape == (num_coeffs, 3, 16 * math.ceil(num_verts / 16))
+        assert planar.is_contiguous() and not planar[:, :, num_verts:].any()
+        assert torch.equal(planar[:, :, :num_verts],
+                           bd.reshape(num_coeffs, num_verts, 3).permute(0, 2, 1))
+        assert torch.equal(st.interleaved_blend_dirs(planar, num_verts), bd)
+    assert st.get_plan(model, reg, vertices=True).blend_planar.shape[2] == 96
+
+
+def _forward_backward(model, inputs, reg, pose2rot, precision=None):
+    betas, pose, transl, camera = inputs
+    outs = st.smpl_forward_triton(model, betas, pose, transl, pose2rot=pose2rot,
+                                  return_verts=True, keypoint_regressor=reg, camera=camera,
+                                  precision=precision)
+    loss = sum((o * (i + 1.0)).sum() for i, o in enumerate(outs) if o is not None)
+    return [o.detach() for o in outs if o is not None], torch.autograd.grad(loss, inputs)
+
+
+@pytest.mark.parametrize(
+    "dtype,batch", [(torch.float32, 1), (torch.float32, 3), (torch.float32, 37), (torch.float64, 3)]
+)
+def test_many_vertex_splits_odd_batches_deterministic(monkeypatch, dtype, batch):
+    # GPU block sizes with 8 "SMs": 16 vertex splits of the coefficient kernel at B <= 64,
+    # some owning two of the 19 vertex tiles (fp32), so the register accumulators run over
+    # several tiles; the fp32 coefficient kernel over two KC blocks (BLOCK_KC = 128 < 217);
+    # the skeleton backward sums the partials in several BLOCK_S steps. Outputs start NaN
+    # (autouse fixture). Against the float64 reference, and bitwise equal over two runs.
+    # The interpreter runs programs one at a time, so this cannot show a race; the sums have
+    # a fixed order by construction (each program stores its own partial row once, no
+    # atomics), which the GPU tests check at B = 4096.
+    num_verts = 300 if dtype == torch.float32 else 64
+    monkeypatch.setattr(st, "USE_GPU_BLOCKS", True)
+    monkeypatch.setattr(st, "_num_sms", lambda device: 8)
+    use_dot = dtype == torch.float32
+    cfg = st.backward_launches(batch, num_verts, use_dot, "tf32x3", st.INTERPRETED_GPU_ARCH, 8,
+                               217)
+    assert cfg["split_coef"] == 16 > st._kb.GPU_SKELETON_BWD["BLOCK_S"] + 1
+    assert cfg["coef"][0][2] == (2 if use_dot else 1)
+    model = random_model(num_verts, num_skin=3, dtype=dtype)
+    reg = sparse_regressor(num_verts, dtype=dtype)
+    inputs = random_inputs(batch, 10, dtype)
+    tol = 2e-5 if use_dot else 1e-11
+    compare(model, inputs, reg, True, True, val_tol=tol, grad_tol=tol)
+    first = _forward_backward(model, inputs, reg, True)
+    second = _forward_backward(model, inputs, reg, True)
+    for a, b in zip(first[0] + list(first[1]), second[0] + list(second[1])):
+        assert torch.equal(a, b)
+
+
+def test_split_counts():
+    # About two programs per SM, capped: at B = 1 the old 264 splits made the skeleton
+    # backward add 264 partial rows one round trip at a time.
+    num_splits = st._kf.num_splits
+    assert num_splits(1, 6890, 64, 16, 132) == st._kf.MAX_SPLITS == 64
+    assert num_splits(64, 6890, 8, 16, 132) == 33
+    assert num_splits(4096, 6890, 64, 16, 132) == 5
+    assert num_splits(1, 20, 16, 16, 132) == 2  # never more splits than vertex tiles
+    assert num_splits(131071, 6890, 2, 8, 132) == 1
+
+
 def test_gpu_report_floor_arithmetic():
     import importlib.util
     import pathlib
@@ -607,7 +679,8 @@ def test_launch_grids_stay_within_cuda_limits(batch, num_verts):
     for use_dot, prec in cases:
         for arch in st._kf.GPU_ARCHS:
             fwd = st.forward_launches(batch, num_verts, use_dot, prec, arch)
-            bwd = st.backward_launches(batch, num_verts, use_dot, prec, arch, num_sms=132)
+            bwd = st.backward_launches(batch, num_verts, use_dot, prec, arch, num_sms=132,
+                                       num_coeffs=217)
             launches = [(f"fwd_{k}", v) for k, v in fwd.items()]
             launches += [(f"bwd_{k}", v) for k, v in bwd.items() if isinstance(v, tuple)]
             assert len(launches) == 7

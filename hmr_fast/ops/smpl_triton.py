@@ -22,9 +22,12 @@ vertex, readout+projection), backward 4 (readout, vertex A-gradient, vertex
 blend-coefficient gradient, skeleton), with no fill, copy or host sync around them: a missing
 translation or camera is a kernel flag, missing output gradients are flags and present ones
 are read through their strides (a `.sum()` loss's expanded gradients are not copied). See
-kernels/smpl_fwd.py and kernels/smpl_bwd.py. The two vertex backward kernels write per-split
-partial sums to (NSPLIT, B, ...) buffers (each split's first tile stores, so no zero fill);
-the skeleton backward kernel sums them (no atomics, no torch reduction). Sample tiles are on
+kernels/smpl_fwd.py and kernels/smpl_bwd.py. The two vertex backward kernels accumulate
+per-split partial sums in registers over their vertex tiles and store them once to
+(NSPLIT, B, ...) buffers (so no zero fill, no read-modify-write); the skeleton backward
+kernel sums them, BLOCK_S splits per round trip (no atomics, no torch reduction; the same
+order every run). At most smpl_fwd.MAX_SPLITS splits. The kernels read the blend directions
+in the plan's planar (KC, 3, VP) layout (TritonPlan.blend_planar). Sample tiles are on
 grid axis 0 (2**31 - 1 programs). GPU block sizes depend on the precision and the GPU family
 (sm_90 or the rest, read from the device's compute capability); every SMPL variant compiles
 without register spills for sm_90a and sm_80 under triton 3.6 and 3.8
@@ -108,6 +111,12 @@ class TritonPlan(NamedTuple):
     rout: (E + Q, NU) readout matrix: E one-hot vertex-joint rows, then the keypoint regressor.
     num_keypoints: Q (0 without a keypoint regressor).
     vertices: True if the plan skins the full mesh (vertices are returned).
+    blend_planar: (KC, 3, VP) model.blend_dirs in planar layout, what the kernels read: each
+        component's row is contiguous over the vertices (coalesced loads), where the
+        interleaved (KC, Vm * 3) one needs three stride-3 passes over the same lines; VP is
+        Vm rounded up to 16 (zero padding) so that every row starts 64-byte aligned (vector
+        loads). Built once per plan (get_plan caches it on the model tensors' identity and
+        version).
     """
 
     model: ModelTensors
@@ -120,6 +129,7 @@ class TritonPlan(NamedTuple):
     rout: torch.Tensor
     num_keypoints: int
     vertices: bool
+    blend_planar: torch.Tensor
 
 
 def _tree_tables(parents: tuple, dtype: torch.dtype, device: torch.device):
@@ -145,6 +155,20 @@ def _tree_tables(parents: tuple, dtype: torch.dtype, device: torch.device):
         desc.to(device),
         len(levels),
     )
+
+
+def planar_blend_dirs(blend_dirs: torch.Tensor) -> torch.Tensor:
+    """(KC, V * 3) interleaved [x0 y0 z0 x1 ...] -> (KC, 3, VP) planar, contiguous, the
+    vertices zero-padded to VP = kernels' planar_stride(V) (aligned rows)."""
+    num_coeffs, num_verts = blend_dirs.shape[0], blend_dirs.shape[1] // 3
+    planar = blend_dirs.new_zeros(num_coeffs, 3, _kf.planar_stride(num_verts))
+    planar[:, :, :num_verts] = blend_dirs.reshape(num_coeffs, num_verts, 3).transpose(1, 2)
+    return planar
+
+
+def interleaved_blend_dirs(blend_planar: torch.Tensor, num_verts: int) -> torch.Tensor:
+    """The inverse of planar_blend_dirs: (KC, 3, VP) -> (KC, V * 3)."""
+    return blend_planar[:, :, :num_verts].transpose(1, 2).reshape(blend_planar.shape[0], -1)
 
 
 def _as_dense_regressor(regressor, num_vertices: int, dtype, device) -> torch.Tensor:
@@ -225,6 +249,7 @@ def make_plan(model: ModelTensors, keypoint_regressor=None, *, vertices: bool = 
         rout.contiguous(),
         int(reg.shape[0]),
         bool(vertices),
+        planar_blend_dirs(run_model.blend_dirs),
     )
 
 
@@ -403,9 +428,11 @@ def forward_launches(batch: int, num_verts: int, use_dot: bool, prec: str,
 
 
 def backward_launches(batch: int, num_verts: int, use_dot: bool, prec: str, arch: int | None,
-                      num_sms: int) -> dict:
+                      num_sms: int, num_coeffs: int) -> dict:
     """{kernel: (grid, block config)} of the four backward launches, plus the vertex splits
-    ("split_rel", "split_coef"); arch as in forward_launches."""
+    ("split_rel", "split_coef"); arch as in forward_launches; num_coeffs: KC = L + 9 (J - 1).
+    The coefficient kernel's grid axis 2 runs over BLOCK_KC blocks of the coefficients (2
+    for SMPL's 217 with the GPU tables' 128)."""
     if arch is None:
         bb = _interp_block_b(batch)
         rb = dict(
@@ -418,13 +445,15 @@ def backward_launches(batch: int, num_verts: int, use_dot: bool, prec: str, arch
             BLOCK_J=_BLOCK_J,
             num_warps=4,
         )
+        # BLOCK_KC=128 < KC: the interpreter runs the several-KC-block path too. fp64's
+        # broadcast product is (BLOCK_B, BLOCK_V, BLOCK_KC): a narrower vertex tile.
         vc = dict(
             BLOCK_B=bb,
-            BLOCK_V=min(1024, _pow2(num_verts)),
-            BLOCK_K=64 if use_dot else 16,
+            BLOCK_V=min(1024 if use_dot else 64, _pow2(num_verts)),
+            BLOCK_KC=128,
             num_warps=4,
         )
-        sb = dict(BLOCK_B=bb, BLOCK_J=_BLOCK_J, BLOCK_L=16, num_warps=4)
+        sb = dict(BLOCK_B=bb, BLOCK_J=_BLOCK_J, BLOCK_L=16, BLOCK_S=4, num_warps=4)
         split_rel = split_coef = 1
     else:
         rb = _kb.GPU_READOUT_BWD
@@ -436,7 +465,14 @@ def backward_launches(batch: int, num_verts: int, use_dot: bool, prec: str, arch
     return {
         "readout": ((triton_cdiv(batch, rb["BLOCK_B"]),), rb),
         "rel": ((triton_cdiv(batch, va["BLOCK_B"]), split_rel), va),
-        "coef": ((triton_cdiv(batch, vc["BLOCK_B"]), split_coef), vc),
+        "coef": (
+            (
+                triton_cdiv(batch, vc["BLOCK_B"]),
+                split_coef,
+                triton_cdiv(num_coeffs, vc["BLOCK_KC"]),
+            ),
+            vc,
+        ),
         "skeleton": ((triton_cdiv(batch, sb["BLOCK_B"]),), sb),
         "split_rel": split_rel,
         "split_coef": split_coef,
@@ -449,7 +485,7 @@ def _fwd_impl(
     transl: Optional[torch.Tensor],  # noqa: UP045 (typing form: older torch schema parsing)
     camera: Optional[torch.Tensor],  # noqa: UP045
     v_template: torch.Tensor,
-    blend_dirs: torch.Tensor,
+    blend_planar: torch.Tensor,  # (KC, 3, VP), the plan's
     joint_template: torch.Tensor,
     joint_shapedirs: torch.Tensor,
     skin_idx: torch.Tensor,
@@ -477,12 +513,12 @@ def _fwd_impl(
     """-> (verts (B, Vm, 3), joints (B, J+E, 3), keypoints (B, Q, 3), projected joints
     (B, J+E, 2), projected keypoints (B, Q, 2), world (B, J, 12), rel (B, J, 12),
     coeffs (B, L + 9 (J-1))); the last three are saved for the backward."""
-    _require_launchable(betas, pose, v_template, blend_dirs, skin_idx, rout,
+    _require_launchable(betas, pose, v_template, blend_planar, skin_idx, rout,
                         *[t for t in (transl, camera) if t is not None])
     batch, num_betas = betas.shape
     num_joints = joint_template.shape[0]
     num_verts, num_skin = skin_idx.shape
-    num_coeffs = blend_dirs.shape[0]
+    num_coeffs = blend_planar.shape[0]
     num_rows, num_u = rout.shape
     num_kp = num_keypoints
     num_vj = num_rows - num_kp
@@ -531,7 +567,7 @@ def _fwd_impl(
         _kf._smpl_vertex_fwd_kernel,
         grid,
         coeffs,
-        blend_dirs,
+        blend_planar,
         v_template,
         skin_idx,
         skin_w,
@@ -540,6 +576,7 @@ def _fwd_impl(
         verts,
         batch,
         num_verts,
+        blend_planar.shape[2],
         num_coeffs,
         num_skin,
         num_joints,
@@ -593,7 +630,7 @@ def _bwd_impl(
     rel: torch.Tensor,
     coeffs: torch.Tensor,
     v_template: torch.Tensor,
-    blend_dirs: torch.Tensor,
+    blend_planar: torch.Tensor,  # (KC, 3, VP), the plan's
     joint_template: torch.Tensor,
     joint_shapedirs: torch.Tensor,
     skin_idx: torch.Tensor,
@@ -612,11 +649,11 @@ def _bwd_impl(
     the expanded, all-stride-0 gradients of a `.sum()` loss): the kernels read them through
     their strides, so nothing is filled or copied here.
     """
-    _require_launchable(betas, rel, blend_dirs)
+    _require_launchable(betas, rel, blend_planar)
     batch, num_betas = betas.shape
     num_joints = joint_template.shape[0]
     num_verts, num_skin = skin_idx.shape
-    num_coeffs = blend_dirs.shape[0]
+    num_coeffs = blend_planar.shape[0]
     num_rows, num_u = rout.shape
     num_kp = kps.shape[1]
     num_vj = num_rows - num_kp
@@ -632,7 +669,7 @@ def _bwd_impl(
             t.fill_(float("nan"))
     use_dot, prec = _dot_settings(betas, precision)
     cfg = backward_launches(batch, num_verts, use_dot, prec, _launch_arch(betas.device),
-                            _num_sms(betas.device))
+                            _num_sms(betas.device), num_coeffs)
     split_rel, split_coef = cfg["split_rel"], cfg["split_coef"]
     gfk = new(batch, num_joints, 3)
     gu = new(batch, num_u, 3)
@@ -678,7 +715,7 @@ def _bwd_impl(
         _kb._smpl_vertex_bwd_rel_kernel,
         grid,
         coeffs,
-        blend_dirs,
+        blend_planar,
         v_template,
         skin_idx,
         skin_w,
@@ -689,6 +726,7 @@ def _bwd_impl(
         gtrv,
         batch,
         num_verts,
+        blend_planar.shape[2],
         num_coeffs,
         num_skin,
         num_joints,
@@ -704,7 +742,7 @@ def _bwd_impl(
     _launch(
         _kb._smpl_vertex_bwd_coef_kernel,
         grid,
-        blend_dirs,
+        blend_planar,
         skin_idx,
         skin_w,
         rel,
@@ -714,6 +752,7 @@ def _bwd_impl(
         gcoef,
         batch,
         num_verts,
+        blend_planar.shape[2],
         num_coeffs,
         num_skin,
         num_joints,
@@ -799,7 +838,8 @@ def _plain_backward(ctx, grads_out) -> tuple:
     (betas, pose, camera, joints, kps, _world, _rel, _coeffs, vt, bd, jt, jsd, si, sw, parent,
      _depth, _desc, _vert_to_u, rout, transl, u_idx) = ctx.saved_tensors
     parents = (-1,) + tuple(int(p) for p in parent[1:].tolist())
-    model = ModelTensors(vt, bd, jt, jsd, parents, si, sw, u_idx.new_zeros(0).long())
+    model = ModelTensors(vt, interleaved_blend_dirs(bd, vt.shape[0]), jt, jsd, parents, si, sw,
+                         u_idx.new_zeros(0).long())
     inputs = (betas, pose, transl, camera)
     wanted = [i for i in range(4) if ctx.needs_input_grad[i]]
     with torch.enable_grad():
@@ -1056,7 +1096,7 @@ def smpl_forward_triton(
         transl,
         None if camera is None else camera.contiguous(),
         m.v_template,
-        m.blend_dirs,
+        plan.blend_planar,
         m.joint_template,
         m.joint_shapedirs,
         m.skin_idx,
