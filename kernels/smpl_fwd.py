@@ -36,6 +36,9 @@ GPU_SKELETON_FWD_F64 = dict(BLOCK_B=4, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_L=8, num_w
 GPU_VERTEX_FWD_F64 = dict(BLOCK_B=4, BLOCK_V=32, BLOCK_K=8, num_warps=4)
 # BLOCK_U=16: 32 spills 24 B (fp32, sm_80) under triton 3.6.
 GPU_READOUT = dict(BLOCK_B=4, BLOCK_J=NUM_JOINT_SLOTS, BLOCK_R=32, BLOCK_U=16, num_warps=4)
+# fp64 halves the vertex chunk: at BLOCK_U=16 the launch-specialised signature (B % 16 == 0)
+# spilled 32 B on sm_90a under triton 3.6.
+GPU_READOUT_F64 = {**GPU_READOUT, "BLOCK_U": 8}
 
 # The fp32 blend GEMM's tl.dot input precisions: "tf32x3" (three TF32 tensor-core MMAs on a
 # hi/lo split of each operand, about fp32 accuracy), "ieee" (exact fp32 FMAs on CUDA cores),
@@ -676,7 +679,7 @@ def _aot_variants() -> list[dict]:
                 f"smpl_readout_fwd_{dt}",
                 _smpl_readout_fwd_kernel,
                 readout_fwd_signature(dt),
-                GPU_READOUT,
+                GPU_READOUT if dt == "fp32" else GPU_READOUT_F64,
             )
         )
     for (prec, arch), cfg in GPU_VERTEX_FWD.items():

@@ -416,7 +416,7 @@ def forward_launches(batch: int, num_verts: int, use_dot: bool, prec: str,
     else:
         sk = _kf.GPU_SKELETON_FWD if use_dot else _kf.GPU_SKELETON_FWD_F64
         vx = _kf.GPU_VERTEX_FWD[prec, arch] if use_dot else _kf.GPU_VERTEX_FWD_F64
-        ro = _kf.GPU_READOUT
+        ro = _kf.GPU_READOUT if use_dot else _kf.GPU_READOUT_F64
     return {
         "skeleton": ((triton_cdiv(batch, sk["BLOCK_B"]),), sk),
         "vertex": (
