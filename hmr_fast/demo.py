@@ -171,7 +171,8 @@ def read_image(path: str | Path, reduction: int = 1) -> np.ndarray:
 
 @torch.no_grad()
 def predict(
-    model, image_rgb: np.ndarray, image_size: int, bbox=None, device="cpu", reduction: int = 1
+    model, image_rgb: np.ndarray, image_size: int, bbox=None, device="cpu", reduction: int = 1,
+    padding: str = "zero",
 ) -> dict:
     """Crop, run HMR, and map the mesh back to the full image.
 
@@ -179,6 +180,8 @@ def predict(
     original photo's pixels either way.
     Returns numpy: ``vertices`` (V, 3), ``cam`` (3,), ``crop`` (S, S, 3) uint8, ``matrix``
     (2, 3) image_rgb -> crop pixels, ``pose`` (72,), ``betas`` (10,), ``keypoints_2d`` (19, 2).
+    ``padding``: what fills the crop beyond the photo, as the model was trained (its
+    config's ``crop_padding``).
     """
     from hmr_fast.data.augment import crop_matrix, normalize_image, warp_image
     from hmr_fast.data.images import reduced_coords
@@ -187,7 +190,7 @@ def predict(
     if bbox is not None and reduction > 1:
         center, scale = reduced_coords(center, reduction), scale / reduction
     m = crop_matrix(center, scale, image_size)
-    crop = warp_image(image_rgb, m, image_size)
+    crop = warp_image(image_rgb, m, image_size, padding=padding)
     x = torch.from_numpy(normalize_image(crop))[None].to(device)
     model.eval()
     out = model(x, return_verts=True)
@@ -245,7 +248,7 @@ def run_demo(image: str, checkpoint: str, out: str, bbox=None, device: str = "cp
         check_bbox(bbox, (rgb.shape[0] * reduction, rgb.shape[1] * reduction))
     check_writable(Path(out) / f"{Path(image).stem}.obj", "demo output")
     model, cfg = load_trained_model(checkpoint, device)
-    pred = predict(model, rgb, cfg.image_size, bbox, device, reduction)
+    pred = predict(model, rgb, cfg.image_size, bbox, device, reduction, cfg.crop_padding)
     faces = model_faces(model)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

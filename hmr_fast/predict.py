@@ -219,7 +219,8 @@ class Predictor:
         from hmr_fast.data.augment import crop_matrix, normalize_image, warp_image
 
         m = crop_matrix(person.center, person.scale, self.size)
-        return normalize_image(warp_image(image_rgb, m, self.size)), m
+        padding = getattr(self.model, "crop_padding", "zero")  # as the model was trained
+        return normalize_image(warp_image(image_rgb, m, self.size, padding=padding)), m
 
     @torch.inference_mode()
     def run(self, crops: list[np.ndarray], with_vertices: bool) -> dict[str, np.ndarray]:

@@ -41,12 +41,15 @@ class PretrainedHMR(nn.Module):
     """
 
     def __init__(self, regressor: nn.Module, smpl: nn.Module | None, kind: str,
-                 image_size: int):
+                 image_size: int, crop_padding: str = "zero"):
         super().__init__()
         self.regressor = regressor
         self.smpl = smpl
         self.kind = kind
         self.image_size = image_size
+        # What filled its training crops beyond the image (SPIN's: black; hmr-fast's: the
+        # checkpoint's crop_padding): prediction crops the same way.
+        self.crop_padding = crop_padding
 
     def _check(self, images) -> None:
         size = self.image_size
@@ -143,7 +146,8 @@ def load_pretrained(path, mean_params=None, map_location="cpu", smpl=None) -> Pr
         from hmr_fast.train.build import load_trained_model
 
         model, cfg = load_trained_model(path, map_location)
-        return PretrainedHMR(model, None, "hmr-fast", int(cfg.image_size)).eval()
+        return PretrainedHMR(model, None, "hmr-fast", int(cfg.image_size),
+                             cfg.crop_padding).eval()
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     state = _read(path, map_location)
@@ -151,7 +155,8 @@ def load_pretrained(path, mean_params=None, map_location="cpu", smpl=None) -> Pr
         from hmr_fast.train.build import load_trained_model
 
         model, cfg = load_trained_model(path, map_location)
-        return PretrainedHMR(model, None, "hmr-fast", int(cfg.image_size)).eval()
+        return PretrainedHMR(model, None, "hmr-fast", int(cfg.image_size),
+                             cfg.crop_padding).eval()
     weights = _spin_state(state)
     if weights is None:
         raise ValueError(f"checkpoint {path!r}: unrecognised format ({_describe(state)}); "

@@ -186,3 +186,30 @@ def test_predict_with_an_hmr_fast_checkpoint(tmp_path, person_image):
     res = np.load(out / "person.npz")
     assert res["rotmats"].shape == (1, 24, 3, 3) and np.isfinite(res["joints_2d"]).all()
     assert cv2.imread(str(out / "person_overlay.jpg")).shape == (H, W, 3)
+
+
+@pytest.mark.parametrize("padding", ["edge", "zero"])
+def test_prediction_crops_are_padded_as_the_model_was_trained(tmp_path, padding):
+    """A crop over the photo's border is filled as the checkpoint's training crops were (its
+    crop_padding); SPIN's weights (black padding) keep zero."""
+    import hmr_fast
+    from hmr_fast.data.augment import crop_matrix, normalize_image, warp_image
+    from hmr_fast.predict import Person, Predictor
+    from hmr_fast.train.build import build_model
+    from hmr_fast.train.config import TrainConfig
+
+    cfg = TrainConfig(backbone="resnet18", image_size=64, crop_padding=padding)
+    torch.manual_seed(2)
+    model = build_model(cfg, torch.device("cpu"))
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict()}, tmp_path / "ckpt.pt")
+    loaded = hmr_fast.load_pretrained(tmp_path / "ckpt.pt")
+    assert loaded.crop_padding == padding
+    image = np.random.default_rng(4).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    person = Person(box=np.array([0.0, 0.0, 10.0, 12.0]), center=np.array([5.0, 6.0]),
+                    scale=0.3)  # hangs over the top-left corner
+    crop, m = Predictor(loaded).crop(image, person)
+    np.testing.assert_array_equal(m, crop_matrix(person.center, person.scale, 64))
+    expected = warp_image(image, m, 64, padding=padding)
+    np.testing.assert_allclose(crop, normalize_image(expected))
+    other = warp_image(image, m, 64, padding="zero" if padding == "edge" else "edge")
+    assert not np.allclose(crop, normalize_image(other))

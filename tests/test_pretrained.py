@@ -107,6 +107,7 @@ def test_spin_checkpoint_matches_the_independent_oracle(tmp_path, images, layout
     torch.save(saved, tmp_path / "model_checkpoint.pt")
     model = hmr_fast.load_pretrained(tmp_path / "model_checkpoint.pt")
     assert not model.training
+    assert model.crop_padding == "zero"  # SPIN's crops are black beyond the image
     with torch.no_grad():
         out = model(images)
         rotmats, betas, cam = spin_oracle(state, images)
