@@ -61,13 +61,19 @@ class ScheduleFit:
         self.first = start_step
         self.mark: tuple[int, float] | None = None
 
+    def due(self, step: int) -> bool:
+        """Whether ``end`` looks at the clock after ``step`` (the warm-up's last step, then
+        every ``every`` steps): a function of the step alone, so every process agrees."""
+        done = step - self.first - self.warmup
+        return done >= 0 and done % self.every == 0
+
     def end(self, step: int, current_end: int) -> int:
         """The schedule's end to use after ``step`` (``current_end`` if not re-estimated)."""
+        if not self.due(step):
+            return current_end
         now = self.clock()
-        done = step - self.first
-        if done == self.warmup:
+        if step - self.first == self.warmup:
             self.mark = (step, now)
-        if self.mark is None or done == self.warmup or (done - self.warmup) % self.every:
             return current_end
         rate = (step - self.mark[0]) / max(now - self.mark[1], 1e-9)
         left = self.budget * (1.0 - self.margin) - (now - self.t0)
@@ -247,7 +253,7 @@ class Trainer:
                     real = self._mocap_batch(self.step)
                 self.skipped += batch_skipped(batch)
                 lr_scale = lr_factor(cfg, self.step, self.schedule_steps)
-                rec = self.train_step(batch, real)
+                rec = self.step_fn(batch, real, lr_scale)
                 self.step += 1
                 n_images += len(batch["img"]) * dist_info.world_size
                 if not all(math.isfinite(v) for v in rec.values()):
@@ -274,7 +280,7 @@ class Trainer:
                         t_last, n_images = now, 0
                 if governor is not None:
                     governor.poll()
-                if fit is not None:
+                if fit is not None and fit.due(self.step):  # a collective only when due
                     end = broadcast_int(fit.end(self.step, self.schedule_steps), dist_info,
                                         self.device)
                     if end != self.schedule_steps:
