@@ -22,7 +22,9 @@ Sections (markdown, appended to --out as each finishes, and printed):
   "refused". An implementation not checked is refused too (the gate is closed by default).
 * smpl: ms per call, B = 1, 64, 4096, 16384, forward and forward+backward, for smplx eager,
   smplx torch.compile'd, hmr_fast triton (tf32x3, the CUDA default), hmr_fast triton ieee and
-  hmr_fast's torch backend; hmr_fast layers with check_inputs=False (no host sync). Three
+  hmr_fast's torch backend; hmr_fast layers with check_inputs=False (no host sync), plus
+  tf32x3 with the default check_inputs=True (its rows against the unchecked ones are the
+  check's cost: a cat, a sum and a host sync per call). Three
   timings, because each hides something:
     - "loop": back-to-back calls, one sync at the end, wall clock per call (throughput with
       the host's launch overhead; warm L2). The honest figure at small B.
@@ -75,6 +77,10 @@ HMR_IMPLS = {
     "hmr_fast triton ieee": {"backend": "triton", "precision": "ieee"},
     "hmr_fast torch": {"backend": "torch", "precision": None},
 }
+# Timed beside an unchecked twin with the default check_inputs=True, which measures what the
+# input check costs on CUDA (a cat, a sum and one host sync per call; issue 12). Not
+# parity-checked again: the check changes no value, so the twin's gate decides.
+CHECKED_IMPLS = {"hmr_fast triton tf32x3, check_inputs=True": "hmr_fast triton tf32x3"}
 
 
 # --------------------------------------------------------------------- pure-Python pieces
@@ -376,15 +382,15 @@ def build_smplx(path: str, device):
     return build_model("smplx", path).to(device)
 
 
-def build_hmr(path: str, device, keypoints: bool, **kwargs):
+def build_hmr(path: str, device, keypoints: bool, check_inputs: bool = False, **kwargs):
     import warnings
 
     from hmr_fast import SMPL
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return SMPL(path, check_inputs=False, keypoint_regressor="hmr" if keypoints else None,
-                    **kwargs).to(device)
+        return SMPL(path, check_inputs=check_inputs,
+                    keypoint_regressor="hmr" if keypoints else None, **kwargs).to(device)
 
 
 def build_impls(device, report: Report) -> tuple[dict, dict, object]:
@@ -400,9 +406,13 @@ def build_impls(device, report: Report) -> tuple[dict, dict, object]:
     except Exception as exc:
         report.write(f"- {SMPLX}: could not build: {failure_cell(exc)}")
     for name, kwargs in HMR_IMPLS.items():
+        checked = [c for c, twin in CHECKED_IMPLS.items() if twin == name]
         try:
             full[name] = build_hmr(path, device, False, **kwargs)
             kp[name] = build_hmr(path, device, True, **kwargs)
+            for c in checked:
+                full[c] = build_hmr(path, device, False, check_inputs=True, **kwargs)
+                kp[c] = build_hmr(path, device, True, check_inputs=True, **kwargs)
         except Exception as exc:
             report.write(f"- {name}: could not build: {failure_cell(exc)}")
     reference = build_hmr(path, device, True, backend="torch")
@@ -424,6 +434,8 @@ def parity_section(full: dict, kp: dict, reference, gate: Gate, device, batches,
     rows = []
     for name in list(full) + [n for n in kp if n not in full]:
         if name in full and full[name] is None:  # not installed: nothing to check or time
+            continue
+        if name in CHECKED_IMPLS:  # gated by its unchecked twin
             continue
         cases = []
         for batch in batches:
@@ -500,7 +512,7 @@ def smpl_section(full: dict, gate: Gate, device, card: dict, budget: Budget, bat
             block = []
             for name in names:
                 label = name
-                gate_name = SMPLX if name == SMPLX_COMPILED else name
+                gate_name = SMPLX if name == SMPLX_COMPILED else CHECKED_IMPLS.get(name, name)
                 if full.get(gate_name, 0) is None:
                     block.append([batch, mode, name, "smplx not installed", "", "", "", "", fl32,
                                   fl16])
@@ -590,8 +602,9 @@ def keypoint_section(kp: dict, gate: Gate, device, card: dict, budget: Budget,
             fl32 = floor_ms(nbytes, flops, card["bandwidth"], card["fp32"])
             base = None
             for name, module in kp.items():
-                if not gate.allowed(name):
-                    rows.append([batch, mode, name, gate.refusal(name), "", "", fl32])
+                gate_name = CHECKED_IMPLS.get(name, name)
+                if not gate.allowed(gate_name):
+                    rows.append([batch, mode, name, gate.refusal(gate_name), "", "", fl32])
                     continue
                 if budget.left() < 10:
                     rows.append([batch, mode, name, "skipped (time budget)", "", "", fl32])
@@ -879,7 +892,7 @@ def main(argv: list[str] | None = None) -> int:
         report.write("Gate: " + ", ".join(
             f"{n}: {'pass' if gate.allowed(n) else 'FAIL'}" for n in gate.names()) + "\n")
     if "smpl" in sections:
-        run("SMPL layer, full mesh (ms per call; check_inputs=False)",
+        run("SMPL layer, full mesh (ms per call; check_inputs=False unless named)",
             lambda: report.table(SMPL_HEADER, smpl_section(
                 full, gate, device, card, budget, args.batches, not args.no_compile, report)))
     if "keypoints" in sections:

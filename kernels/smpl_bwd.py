@@ -37,6 +37,7 @@ from .smpl_fwd import (
     _load12,
     _mm,
     _mma,
+    _pose_addr,
     _rest_joints,
     _rodrigues_coeffs,
     _variant,
@@ -530,7 +531,8 @@ def _split_sum(ptr, B, ROW, NSPLIT, ob2, cols, mask, BLOCK_S: tl.constexpr):
 
 @triton.jit
 def _smpl_skeleton_bwd_kernel(
-    pose_ptr,  # (B, J*3) axis-angle, or (B, J*9) rotation matrices when ROT_INPUT
+    root_ptr,  # (B, S) the root's pose: S = 3 axis-angle, or 9 (a rotation) when ROT_INPUT
+    body_ptr,  # (B, (J-1) S) the other joints' pose
     betas_ptr,  # (B, L)
     jt_ptr,  # (J, 3)
     jsd_ptr,  # (J, 3, L)
@@ -544,13 +546,18 @@ def _smpl_skeleton_bwd_kernel(
     gfk_ptr,  # (B, J, 3) grad of the 24 posed joints
     gtr_ptr,  # (B, 3) transl grad through the posed joints
     gbetas_ptr,  # out (B, L)
-    gpose_ptr,  # out (B, J*3), or (B, J*9) when ROT_INPUT
+    groot_ptr,  # out (B, S) the root's pose gradient
+    gbody_ptr,  # out (B, (J-1) S) the other joints'
     gtransl_ptr,  # out (B, 3)
     B,
     L,
     NJ,
     NSPLIT,
     NSPLIT_C,
+    root_sb,  # row strides of the pose tensors (0: expanded from batch 1) and of their grads
+    body_sb,
+    groot_sb,
+    gbody_sb,
     ROT_INPUT: tl.constexpr,
     USE_DOT: tl.constexpr,
     BLOCK_B: tl.constexpr,
@@ -739,7 +746,7 @@ def _smpl_skeleton_bwd_kernel(
         tl.store(gbetas_ptr + ob2 * L + ol[None, :], acc, mask=mbl)
 
     if ROT_INPUT:
-        gb = gpose_ptr + ob2 * (NJ * 9) + oj2 * 9
+        gb = _pose_addr(groot_ptr, gbody_ptr, ob2, oj2, groot_sb, gbody_sb, 9)
         tl.store(gb + 0, r00, mask=m2)
         tl.store(gb + 1, r01, mask=m2)
         tl.store(gb + 2, r02, mask=m2)
@@ -750,12 +757,12 @@ def _smpl_skeleton_bwd_kernel(
         tl.store(gb + 7, r21, mask=m2)
         tl.store(gb + 8, r22, mask=m2)
     else:
-        pb = pose_ptr + ob2 * (NJ * 3) + oj2 * 3
+        pb = _pose_addr(root_ptr, body_ptr, ob2, oj2, root_sb, body_sb, 3)
         x = tl.load(pb + 0, mask=m2, other=0.0)
         y = tl.load(pb + 1, mask=m2, other=0.0)
         z = tl.load(pb + 2, mask=m2, other=0.0)
         dx, dy, dz = _rodrigues_bwd(x, y, z, r00, r01, r02, r10, r11, r12, r20, r21, r22)
-        gb = gpose_ptr + ob2 * (NJ * 3) + oj2 * 3
+        gb = _pose_addr(groot_ptr, gbody_ptr, ob2, oj2, groot_sb, gbody_sb, 3)
         tl.store(gb + 0, dx, mask=m2)
         tl.store(gb + 1, dy, mask=m2)
         tl.store(gb + 2, dz, mask=m2)
@@ -843,7 +850,8 @@ def vertex_bwd_coef_signature(dt: str) -> dict:
 
 def skeleton_bwd_signature(dt: str) -> dict:
     sig = {
-        "pose_ptr": _p(dt),
+        "root_ptr": _p(dt),
+        "body_ptr": _p(dt),
         "betas_ptr": _p(dt),
         "jt_ptr": _p(dt),
         "jsd_ptr": _p(dt),
@@ -862,12 +870,14 @@ def skeleton_bwd_signature(dt: str) -> dict:
                 "gfk_ptr",
                 "gtr_ptr",
                 "gbetas_ptr",
-                "gpose_ptr",
+                "groot_ptr",
+                "gbody_ptr",
                 "gtransl_ptr",
             )
         }
     )
-    sig.update({k: "i32" for k in ("B", "L", "NJ", "NSPLIT", "NSPLIT_C")})
+    sig.update({k: "i32" for k in ("B", "L", "NJ", "NSPLIT", "NSPLIT_C", "root_sb", "body_sb",
+                                   "groot_sb", "gbody_sb")})
     sig.update({k: "constexpr"
                 for k in ("ROT_INPUT", "USE_DOT", "BLOCK_B", "BLOCK_J", "BLOCK_L", "BLOCK_S")})
     return sig

@@ -122,10 +122,23 @@ def _rodrigues(x, y, z):
 
 
 @triton.jit
-def _load_rotations(pose_ptr, ob2, oj2, m2, NJ, ROT_INPUT: tl.constexpr):
+def _pose_addr(root_ptr, body_ptr, ob2, oj2, root_sb, body_sb, S: tl.constexpr):
+    """Address of the first of joint oj2's S pose entries in sample ob2.
+
+    The root's entries come from their own tensor and the other joints' from the body's, so
+    the layer's separate global_orient and body_pose are read in place (no concatenation
+    launch). Row strides root_sb / body_sb: 0 for an input expanded from batch 1; one
+    (B, J*S) pose passes itself twice, the body part offset by S.
+    """
+    return tl.where(oj2 == 0, root_ptr + ob2 * root_sb, body_ptr + ob2 * body_sb + (oj2 - 1) * S)
+
+
+@triton.jit
+def _load_rotations(root_ptr, body_ptr, ob2, oj2, m2, root_sb, body_sb,
+                    ROT_INPUT: tl.constexpr):
     """Local rotations of a (samples x joints) tile, row-major 3x3."""
     if ROT_INPUT:
-        base = pose_ptr + ob2 * (NJ * 9) + oj2 * 9
+        base = _pose_addr(root_ptr, body_ptr, ob2, oj2, root_sb, body_sb, 9)
         r00 = tl.load(base + 0, mask=m2, other=1.0)
         r01 = tl.load(base + 1, mask=m2, other=0.0)
         r02 = tl.load(base + 2, mask=m2, other=0.0)
@@ -136,7 +149,7 @@ def _load_rotations(pose_ptr, ob2, oj2, m2, NJ, ROT_INPUT: tl.constexpr):
         r21 = tl.load(base + 7, mask=m2, other=0.0)
         r22 = tl.load(base + 8, mask=m2, other=1.0)
     else:
-        base = pose_ptr + ob2 * (NJ * 3) + oj2 * 3
+        base = _pose_addr(root_ptr, body_ptr, ob2, oj2, root_sb, body_sb, 3)
         x = tl.load(base + 0, mask=m2, other=0.0)
         y = tl.load(base + 1, mask=m2, other=0.0)
         z = tl.load(base + 2, mask=m2, other=0.0)
@@ -200,7 +213,8 @@ def _store12(base, mask, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11):
 
 @triton.jit
 def _smpl_skeleton_fwd_kernel(
-    pose_ptr,  # (B, J*3) axis-angle, or (B, J*9) rotation matrices when ROT_INPUT
+    root_ptr,  # (B, S) the root's pose: S = 3 axis-angle, or 9 (a rotation) when ROT_INPUT
+    body_ptr,  # (B, (J-1) S) the other joints' pose
     betas_ptr,  # (B, L)
     jt_ptr,  # (J, 3) joint template
     jsd_ptr,  # (J, 3, L) joint shape directions
@@ -213,6 +227,8 @@ def _smpl_skeleton_fwd_kernel(
     L,
     NJ,
     NDEPTH,
+    root_sb,  # row strides of the two pose tensors (0: expanded from batch 1)
+    body_sb,
     ROT_INPUT: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_J: tl.constexpr,
@@ -229,7 +245,7 @@ def _smpl_skeleton_fwd_kernel(
     KC = L + 9 * (NJ - 1)
 
     r00, r01, r02, r10, r11, r12, r20, r21, r22 = _load_rotations(
-        pose_ptr, ob2, oj2, m2, NJ, ROT_INPUT
+        root_ptr, body_ptr, ob2, oj2, m2, root_sb, body_sb, ROT_INPUT
     )
     # Pose feature vec(R_j - I) for joints 1.., right after the betas.
     mpf = m2 & (oj2 >= 1)
@@ -559,6 +575,10 @@ def runtime_ints(variant: dict, batch: int, keypoint_mode: bool) -> dict:
                 HAS_T=1, HAS_CAM=1, HAS_GJ=1, HAS_GK=1, HAS_GPJ=1, HAS_GPK=1,
                 gj_sb=np_ * 3, gj_sr=3, gj_sc=1, gk_sb=q * 3, gk_sr=3, gk_sc=1,
                 gpj_sb=np_ * 2, gpj_sr=2, gpj_sc=1, gpk_sb=q * 2, gpk_sr=2, gpk_sc=1)
+    # The layer's launch: global_orient and body_pose as separate dense tensors, and their
+    # gradients likewise.
+    s = 9 if c.get("ROT_INPUT", False) else 3
+    ints.update(root_sb=s, body_sb=(m["NJ"] - 1) * s, groot_sb=s, gbody_sb=(m["NJ"] - 1) * s)
     has_gv = c.get("HAS_GV", False)
     ints.update(gv_sb=3 * v if has_gv else 0, gv_sv=3 if has_gv else 0, gv_sc=int(has_gv))
     if "BLOCK_V" in c:
@@ -574,7 +594,8 @@ def _ptr(dtype: str) -> str:
 
 def skeleton_fwd_signature(dt: str) -> dict:
     return {
-        "pose_ptr": _ptr(dt),
+        "root_ptr": _ptr(dt),
+        "body_ptr": _ptr(dt),
         "betas_ptr": _ptr(dt),
         "jt_ptr": _ptr(dt),
         "jsd_ptr": _ptr(dt),
@@ -587,6 +608,8 @@ def skeleton_fwd_signature(dt: str) -> dict:
         "L": "i32",
         "NJ": "i32",
         "NDEPTH": "i32",
+        "root_sb": "i32",
+        "body_sb": "i32",
         "ROT_INPUT": "constexpr",
         "BLOCK_B": "constexpr",
         "BLOCK_J": "constexpr",

@@ -378,3 +378,44 @@ def test_kernel_warm_up_covers_the_test_matrix(capsys):
     if not torch.cuda.is_available():
         assert gpu_warm.warm("ieee", [1]) == 0
         assert "no CUDA" in capsys.readouterr().out
+
+
+def test_checked_twin_is_timed_under_its_twins_gate(layer, layer_full, smoke, monkeypatch):
+    # The check_inputs=True twin measures the input check's cost: never parity-checked
+    # itself, timed when its unchecked twin passed, refused when the twin failed.
+    monkeypatch.setattr(gr, "CHECKED_IMPLS", {"checked": "hmr_fast torch",
+                                              "checked shifted": "shifted"})
+    full = {"hmr_fast torch": layer_full, "checked": layer_full,
+            "shifted": Shifted(layer_full), "checked shifted": layer_full}
+    kp = {"hmr_fast torch": layer, "checked": layer}
+    gate = gr.Gate()
+    rows = gr.parity_section(full, kp, layer, gate, CPU, [1])
+    assert {r[0] for r in rows} == {"hmr_fast torch", "shifted"}
+    card = {"bandwidth": 1e12, "fp32": 1e13, "bf16": 1e14}
+    timed = gr.smpl_section(full, gate, CPU, card, gr.Budget(600), [2], False, gr.Report())
+    by_impl = {}
+    for row in timed:
+        by_impl.setdefault(row[2], []).append(row)
+    assert all(isinstance(r[3], float) and r[3] > 0 for r in by_impl["checked"])
+    assert all(str(r[3]).startswith("refused: failed parity") for r in by_impl["checked shifted"])
+    kp_rows = gr.keypoint_section(kp, gate, CPU, card, gr.Budget(600), [2])
+    assert all(isinstance(r[3], float) for r in kp_rows if r[2] == "checked")
+
+
+def test_checked_twin_is_built_with_the_check_on(monkeypatch):
+    built = []
+    monkeypatch.setattr(gr, "model_path", lambda: "unused")
+    monkeypatch.setattr(gr, "build_smplx", lambda *a: None)
+
+    def fake_build(path, device, keypoints, check_inputs=False, **kwargs):
+        built.append((keypoints, check_inputs, kwargs.get("backend")))
+        return object()
+
+    monkeypatch.setattr(gr, "build_hmr", fake_build)
+    full, kp, _ = gr.build_impls(CPU, gr.Report())
+    for name, twin in gr.CHECKED_IMPLS.items():
+        assert name in full and name in kp and twin in full
+    checked = [b for b in built if b[1]]
+    assert len(checked) == 2 * len(gr.CHECKED_IMPLS)
+    assert all(b[2] == gr.HMR_IMPLS[twin]["backend"] for b in checked
+               for twin in gr.CHECKED_IMPLS.values())

@@ -11,16 +11,22 @@ on CUDA the launch is one kernel). A host sync (``.item()``, ``float(t)``, ``boo
 
 Targets (issue 12): forward 3 launches, backward 4, no host sync, in full and keypoint mode,
 also for a ``.sum()`` loss (expanded, stride-0 output gradients) and for outputs that get no
-gradient.
+gradient. The same holds for the ``hmr_fast.SMPL`` layer with ``check_inputs=False``, from
+its separate global_orient and body_pose to the gradients in leaf tensors' ``.grad``; the
+default input check costs exactly a cat, a sum and one host sync.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from hmr_fast import SMPL
 from hmr_fast.ops import smpl_triton as st
+from hmr_fast.ops.reference import rodrigues
 from tests.test_smpl_triton import random_inputs, random_model, sparse_regressor
 
 # Ops that launch nothing on CUDA: allocation and metadata.
@@ -177,3 +183,80 @@ def test_counter_sees_torch_kernels_and_syncs(counter):
         float(s)
     assert counter.torch_ops == ["aten::new_zeros", "aten::clone", "aten::cat", "aten::sum"]
     assert counter.syncs == ["aten::_local_scalar_dense"]
+
+
+def _layer(check_inputs: bool) -> SMPL:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the procedural stand-in body
+        return SMPL(backend="triton", check_inputs=check_inputs, create_transl=False)
+
+
+def _layer_inputs(batch: int, pose2rot: bool, shared_orient: bool = False) -> dict:
+    gen = torch.Generator().manual_seed(batch)
+    if pose2rot:
+        orient, body = 0.3 * torch.randn(batch, 3, generator=gen), \
+            0.3 * torch.randn(batch, 69, generator=gen)
+    else:
+        aa = 0.3 * torch.randn(batch * 24, 3, generator=gen)
+        rot = rodrigues(aa)
+        rot = rot.reshape(batch, 24, 3, 3)
+        orient, body = rot[:, :1].clone(), rot[:, 1:].clone()
+    if shared_orient:  # one orientation for the whole batch: expanded, row stride 0
+        orient = orient[:1]
+    leaves = dict(betas=torch.randn(batch, 10, generator=gen), global_orient=orient,
+                  body_pose=body, transl=torch.randn(batch, 3, generator=gen),
+                  camera=torch.rand(batch, 3, generator=gen) + 0.5)
+    return {k: v.requires_grad_(True) for k, v in leaves.items()}
+
+
+@pytest.mark.parametrize("return_verts", [True, False], ids=["full", "keypoint"])
+@pytest.mark.parametrize("pose2rot", [True, False], ids=["axis-angle", "rotmat"])
+def test_layer_launches_three_forward_four_backward_into_leaf_grads(counter, pose2rot,
+                                                                    return_verts):
+    layer = _layer(check_inputs=False)
+    x = _layer_inputs(4, pose2rot)
+    layer(**x, pose2rot=pose2rot, return_verts=return_verts)  # the plan, outside the count
+    with counter:
+        out = layer(**x, pose2rot=pose2rot, return_verts=return_verts)
+    print("layer forward:", counter.project, counter.torch_ops, counter.syncs)
+    assert (counter.project, counter.torch_ops, counter.syncs) == (
+        ["_smpl_skeleton_fwd_kernel", "_smpl_vertex_fwd_kernel", "_smpl_readout_fwd_kernel"],
+        [], [])
+    outs = [o for o in (out.vertices, out.joints, out.projected_joints) if o is not None]
+    grads = [torch.randn_like(o) for o in outs]
+    counter.project.clear()
+    with counter:
+        # Into every leaf's .grad, as an optimiser step sees them: separate dense gradients
+        # for global_orient and body_pose, so autograd copies nothing.
+        torch.autograd.backward(outs, grads)
+    print("layer backward:", counter.project, counter.torch_ops, counter.syncs)
+    assert len(counter.project) == 4
+    assert counter.torch_ops == [] and counter.syncs == []
+    for name, leaf in x.items():
+        assert leaf.grad is not None and leaf.grad.shape == leaf.shape, name
+        assert torch.isfinite(leaf.grad).all(), name
+
+
+def test_layer_reads_an_expanded_orientation_in_place(counter):
+    # A batch-1 global_orient broadcast to the batch is read through row stride 0: no copy.
+    layer = _layer(check_inputs=False)
+    x = _layer_inputs(3, True, shared_orient=True)
+    layer(**x, pose2rot=True)
+    with counter:
+        out = layer(**x, pose2rot=True)
+    assert counter.torch_ops == [] and counter.syncs == [] and len(counter.project) == 3
+    full = layer(**{k: v.expand(3, -1) if k == "global_orient" else v for k, v in x.items()},
+                 pose2rot=True)
+    torch.testing.assert_close(out.vertices, full.vertices, rtol=0, atol=0)
+
+
+def test_layer_default_input_check_costs_one_cat_one_sum_one_sync(counter):
+    # The documented price of check_inputs=True (benchmarks/gpu_report.py times it on CUDA).
+    layer = _layer(check_inputs=True)
+    x = _layer_inputs(2, True)
+    layer(**x, pose2rot=True)
+    with counter:
+        layer(**x, pose2rot=True)
+    assert counter.torch_ops == ["aten::cat", "aten::sum"]
+    assert counter.syncs == ["aten::_local_scalar_dense"]
+    assert len(counter.project) == 3

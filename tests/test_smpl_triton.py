@@ -692,3 +692,98 @@ def test_launch_grids_stay_within_cuda_limits(batch, num_verts):
     # The old layout (sample tiles on axis 1) would not have fit at this size.
     rel = st._kb.GPU_VERTEX_BWD_REL_F64
     assert batch < 131071 or st.triton_cdiv(batch, rel["BLOCK_B"]) > 65535
+
+
+def _pose_parts(pose: torch.Tensor, pose2rot: bool, layout: str):
+    """(global_orient, body_pose) from one (B, J*S) pose, in a layout a client might pass."""
+    batch = pose.shape[0]
+    size = 3 if pose2rot else 9
+    flat = pose.detach().reshape(batch, 24 * size)
+    root, body = flat[:, :size].clone(), flat[:, size:].clone()
+    if layout == "expanded_root":  # one orientation for the batch: row stride 0
+        root = root[:1].expand(batch, size)
+    elif layout == "views":  # slices of one tensor: row stride J*S, body offset by S
+        whole = torch.cat([root, body], 1)
+        root, body = whole[:, :size], whole[:, size:]
+    elif layout == "strided_columns":  # columns not contiguous: copied before the launch
+        body = body.t().contiguous().t()
+    return root, body
+
+
+@pytest.mark.parametrize("pose2rot", [True, False], ids=["axis-angle", "rotmat"])
+@pytest.mark.parametrize("layout", ["separate", "expanded_root", "views", "strided_columns"])
+@pytest.mark.parametrize("return_verts", [True, False], ids=["full", "keypoint"])
+def test_pose_pair_is_read_in_place(pose2rot, layout, return_verts):
+    # The layer passes global_orient and body_pose as a pair: the kernels read both through
+    # their row strides. Values and each part's gradient against the float64 reference of
+    # the concatenated pose.
+    model = random_model(200, dtype=torch.float64)
+    reg = sparse_regressor(200)
+    betas, pose, transl, camera = [t.detach() for t in random_inputs(5, 10, torch.float64,
+                                                                     pose2rot)]
+    root, body = _pose_parts(pose, pose2rot, layout)
+    leaves = [t.requires_grad_(True) for t in (betas, transl, camera)]
+    root_leaf = (root[:1].detach().clone() if layout == "expanded_root" else root.detach()
+                 ).requires_grad_(True)
+    body_leaf = body.detach().clone().requires_grad_(True)
+    if layout == "strided_columns":
+        body_leaf = body_leaf.t().contiguous().t().detach().requires_grad_(True)
+        assert body_leaf.stride(1) != 1
+    root_in = root_leaf.expand(5, root.shape[1]) if layout == "expanded_root" else root_leaf
+    outs = st.smpl_forward_triton(model, leaves[0], (root_in, body_leaf), leaves[1],
+                                  pose2rot=pose2rot, return_verts=return_verts,
+                                  keypoint_regressor=reg, camera=leaves[2])
+    full = torch.cat([root_in, body_leaf], 1).detach().requires_grad_(True)
+    refs = reference_outputs(to(model, torch.float64), leaves[0], full.reshape(pose.shape),
+                             leaves[1], leaves[2], reg, pose2rot)
+    pairs = [(o, r) for o, r in zip(outs, refs) if o is not None]
+    weights = [torch.randn(r.shape, dtype=torch.float64) for _, r in pairs]
+    for o, r in pairs:
+        assert (o - r).abs().max().item() <= 1e-11 * max(1.0, r.abs().max().item())
+    grads = torch.autograd.grad(sum((o * w).sum() for (o, _), w in zip(pairs, weights)),
+                                [*leaves, root_leaf, body_leaf])
+    refs_g = torch.autograd.grad(sum((r * w).sum() for (_, r), w in zip(pairs, weights)),
+                                 [*leaves, full])
+    size = root.shape[1]
+    expected = [*refs_g[:3], refs_g[3][:, :size], refs_g[3][:, size:]]
+    if layout == "expanded_root":
+        expected[3] = expected[3].sum(0, keepdim=True)
+    for name, g, gr in zip(("betas", "transl", "camera", "global_orient", "body_pose"), grads,
+                           expected):
+        assert g.shape == gr.shape and torch.isfinite(g).all(), name
+        assert (g - gr).abs().max().item() <= 1e-10 * max(1.0, gr.abs().max().item()), name
+
+
+def test_pose_pair_gradients_are_separate_dense_tensors():
+    # Each part's gradient is its own dense tensor, so a leaf's .grad takes it as it is (no
+    # copy); and first- and second-order gradients pass gradcheck / gradgradcheck.
+    model = random_model(40, num_betas=4, dtype=torch.float64)
+    reg = sparse_regressor(40)
+    betas, pose, transl, camera = random_inputs(2, 4, torch.float64)
+    root = pose.detach()[:, :3].clone().requires_grad_(True)
+    body = pose.detach()[:, 3:].clone().requires_grad_(True)
+
+    def fn(betas, root, body, transl, camera):
+        outs = st.smpl_forward_triton(model, betas, (root, body), transl, pose2rot=True,
+                                      return_verts=True, keypoint_regressor=reg, camera=camera)
+        return tuple(o for o in outs if o is not None)
+
+    sum(o.sum() for o in fn(betas, root, body, transl, camera)).backward()
+    assert root.grad.shape == (2, 3) and root.grad.is_contiguous()
+    assert body.grad.shape == (2, 69) and body.grad.is_contiguous()
+    inputs = (betas, root, body, transl, camera)
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4,
+                                        fast_mode=True)
+
+
+def test_pose_pair_bad_parts_raise_clear_errors():
+    model = random_model(40, num_betas=4, dtype=torch.float64)
+    betas, pose, transl, _ = [t.detach() for t in random_inputs(2, 4, torch.float64)]
+    kw = dict(pose2rot=True, return_verts=True)
+    with pytest.raises(ValueError, match=r"pose\[1\] \(body_pose\): expected shape \(2, 69\)"):
+        st.smpl_forward_triton(model, betas, (pose[:, :3], pose[:, 3:60]), transl, **kw)
+    with pytest.raises(ValueError, match="a pair"):
+        st.smpl_forward_triton(model, betas, (pose[:, :3],), transl, **kw)
+    with pytest.raises(TypeError, match=r"pose\[0\] \(global_orient\): expected dtype"):
+        st.smpl_forward_triton(model, betas, (pose[:, :3].float(), pose[:, 3:]), transl, **kw)

@@ -523,16 +523,22 @@ class SMPLLayer(nn.Module):
     def _check_finite(self, inputs: Mapping[str, torch.Tensor]) -> None:
         """Raise, naming the argument, if an input holds NaN or inf.
 
-        One reduction over all inputs first (one sync on CUDA, not one per input): NaN and inf
-        propagate through a sum. So can a finite overflow; the per-input pass then clears it.
-        Skipped where reading a value back is impossible or would be recorded: tracing,
-        compiling, functorch transforms and wrapped tensors (smplx's behaviour there).
+        One reduction over all inputs first (a cat and a sum, then one sync on CUDA, not one
+        per input): NaN and inf propagate through a sum. So can a finite overflow; the
+        per-input pass then clears it. The sync is the price of raising at the call: the
+        host must see the value, and a device-side assert (torch._assert_async) would leave
+        the CUDA context unusable instead of raising. ``check_inputs=False`` removes it;
+        benchmarks/gpu_report.py times both. Skipped where reading a value back is impossible
+        or would be recorded: tracing, compiling, functorch transforms, wrapped tensors
+        (smplx's behaviour there) and CUDA graph capture.
         """
         if not self.check_inputs or not inputs or dispatch.recording():
             return
         if not all(dispatch.is_plain_tensor(v) for v in inputs.values()):
             return
         values = [value.detach().reshape(-1) for value in inputs.values()]
+        if values[0].is_cuda and torch.cuda.is_current_stream_capturing():
+            return  # a CUDA graph being captured: no value exists yet, and replays run no Python
         if math.isfinite(float(torch.cat(values).sum())):
             return
         for name, value in inputs.items():
@@ -586,7 +592,7 @@ class SMPLLayer(nn.Module):
             if body_pose is None:
                 body_pose = torch.zeros(batch, self.NUM_BODY_JOINTS * 3, dtype=dtype,
                                         device=device)
-        else:
+        elif global_orient is None or body_pose is None:  # (an eye is a launch on CUDA)
             eye = torch.eye(3, dtype=dtype, device=device)
             if global_orient is None:
                 global_orient = eye.expand(batch, 1, 3, 3)
@@ -602,18 +608,13 @@ class SMPLLayer(nn.Module):
                                                       self.num_betas - betas.shape[1])], dim=1)
         global_orient = _broadcast(global_orient, batch)
         body_pose = _broadcast(body_pose, batch)
-        if pose2rot:
-            full_pose = torch.cat([global_orient, body_pose], dim=1)
-        else:
-            full_pose = torch.cat([global_orient.reshape(-1, 1, 3, 3),
-                                   body_pose.reshape(-1, self.NUM_BODY_JOINTS, 3, 3)], dim=1)
         transl = None if transl is None else _broadcast(transl, batch)
         camera = None if camera is None else _broadcast(camera, batch)
         mapped = self.joint_mapper is not None
         # A joint mapper sees joints before translation, as in smplx; projection then waits.
         vertices, joints, keypoints, proj_joints, proj_keypoints = self._backend_forward(
-            betas, full_pose, None if mapped else transl, pose2rot, return_verts,
-            None if mapped else camera)
+            betas, global_orient, body_pose, None if mapped else transl, pose2rot,
+            return_verts, None if mapped else camera)
         if mapped:
             joints = self.joint_mapper(joints)
             if transl is not None:
@@ -626,7 +627,8 @@ class SMPLLayer(nn.Module):
                     keypoints, camera)
         return SMPLOutput(
             vertices=vertices if return_verts else None, joints=joints,
-            full_pose=full_pose if return_full_pose else None, global_orient=global_orient,
+            full_pose=self._full_pose(global_orient, body_pose, pose2rot)
+            if return_full_pose else None, global_orient=global_orient,
             # smplx's SMPL leaves `transl` unset in its output.
             transl=None, betas=betas, body_pose=body_pose, keypoints=keypoints,
             projected_joints=proj_joints, projected_keypoints=proj_keypoints)
@@ -636,16 +638,29 @@ class SMPLLayer(nn.Module):
             return self.backend
         return "triton" if tensor.is_cuda else "torch"
 
-    def _backend_forward(self, betas, full_pose, transl, pose2rot, return_verts, camera):
+    def _full_pose(self, global_orient, body_pose, pose2rot: bool) -> torch.Tensor:
+        """(B, 72) axis-angle, or (B, 24, 3, 3) rotation matrices: smplx's ``full_pose``."""
+        if pose2rot:
+            return torch.cat([global_orient, body_pose], dim=1)
+        return torch.cat([global_orient.reshape(-1, 1, 3, 3),
+                          body_pose.reshape(-1, self.NUM_BODY_JOINTS, 3, 3)], dim=1)
+
+    def _backend_forward(self, betas, global_orient, body_pose, transl, pose2rot, return_verts,
+                         camera):
         """(vertices, joints, keypoints, projected joints, projected keypoints)."""
-        if dispatch.plain_reason([betas, full_pose, transl, camera],
+        if dispatch.plain_reason([betas, global_orient, body_pose, transl, camera],
                                  self._constants()) is not None:
-            vertices, joints, keypoints = self._plain_forward(betas, full_pose, transl,
-                                                              pose2rot)
+            vertices, joints, keypoints = self._plain_forward(
+                betas, self._full_pose(global_orient, body_pose, pose2rot), transl, pose2rot)
         elif self._resolve_backend(betas) == "triton":
-            return self._triton_forward(betas, full_pose, transl, pose2rot, return_verts,
-                                        camera)
+            # The kernels read the two pose tensors in place: no concatenation launch, and
+            # each gets its own dense gradient (no copy into a leaf's .grad).
+            size = 3 if pose2rot else 9
+            pose = (global_orient.reshape(-1, size),
+                    body_pose.reshape(-1, self.NUM_BODY_JOINTS * size))
+            return self._triton_forward(betas, pose, transl, pose2rot, return_verts, camera)
         else:
+            full_pose = self._full_pose(global_orient, body_pose, pose2rot)
             if return_verts:
                 model, regressor = self.model_tensors(), self.keypoint_regressor
             else:
@@ -675,7 +690,7 @@ class SMPLLayer(nn.Module):
             keypoints = torch.einsum("qv,bvc->bqc", self.keypoint_regressor, vertices)
         return vertices, joints, keypoints
 
-    def _triton_forward(self, betas, full_pose, transl, pose2rot, return_verts, camera):
+    def _triton_forward(self, betas, pose, transl, pose2rot, return_verts, camera):
         from hmr_fast.ops import smpl_triton
 
         # Plans (kernel tables, the keypoint-mode vertex subset) live with the other derived
@@ -689,7 +704,7 @@ class SMPLLayer(nn.Module):
                                              vertices=bool(return_verts))
             derived[key] = plan
         return smpl_triton.smpl_forward_triton(
-            self.model_tensors(), betas, full_pose, transl, pose2rot=pose2rot,
+            self.model_tensors(), betas, pose, transl, pose2rot=pose2rot,
             return_verts=return_verts, keypoint_regressor=self.keypoint_regressor,
             camera=camera, plan=plan, precision=self.precision)
 

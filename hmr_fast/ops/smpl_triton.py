@@ -479,10 +479,23 @@ def backward_launches(batch: int, num_verts: int, use_dot: bool, prec: str, arch
     }
 
 
+def _pose_parts(pose: torch.Tensor, pose_body: torch.Tensor | None, pose2rot: bool):
+    """(root, body) the skeleton kernels read, as two row-strided (B, n) tensors.
+
+    One (B, J*S) pose (pose_body None) is read as itself and its view from column S on;
+    otherwise `pose` is the root's (B, S) and pose_body the other joints' (B, (J-1) S).
+    Row strides may be 0 (an input expanded from batch 1); columns are contiguous.
+    """
+    if pose_body is not None:
+        return pose, pose_body
+    return pose, pose[:, 3 if pose2rot else 9 :]
+
+
 def _fwd_impl(
     betas: torch.Tensor,
     pose: torch.Tensor,
-    transl: Optional[torch.Tensor],  # noqa: UP045 (typing form: older torch schema parsing)
+    pose_body: Optional[torch.Tensor],  # noqa: UP045 (typing form: older torch schema parsing)
+    transl: Optional[torch.Tensor],  # noqa: UP045
     camera: Optional[torch.Tensor],  # noqa: UP045
     v_template: torch.Tensor,
     blend_planar: torch.Tensor,  # (KC, 3, VP), the plan's
@@ -512,8 +525,12 @@ def _fwd_impl(
 ]:
     """-> (verts (B, Vm, 3), joints (B, J+E, 3), keypoints (B, Q, 3), projected joints
     (B, J+E, 2), projected keypoints (B, Q, 2), world (B, J, 12), rel (B, J, 12),
-    coeffs (B, L + 9 (J-1))); the last three are saved for the backward."""
-    _require_launchable(betas, pose, v_template, blend_planar, skin_idx, rout,
+    coeffs (B, L + 9 (J-1))); the last three are saved for the backward.
+
+    pose: (B, J*S) (S = 3 axis-angle, 9 rotation matrices) with pose_body None, or the root's
+    (B, S) with pose_body (B, (J-1) S) (see `_pose_parts`)."""
+    root, body = _pose_parts(pose, pose_body, pose2rot)
+    _require_launchable(betas, root, body, v_template, blend_planar, skin_idx, rout,
                         *[t for t in (transl, camera) if t is not None])
     batch, num_betas = betas.shape
     num_joints = joint_template.shape[0]
@@ -546,7 +563,8 @@ def _fwd_impl(
     _launch(
         _kf._smpl_skeleton_fwd_kernel,
         grid,
-        pose,
+        root,
+        body,
         betas,
         joint_template,
         joint_shapedirs,
@@ -559,6 +577,8 @@ def _fwd_impl(
         num_betas,
         num_joints,
         ndepth,
+        root.stride(0),
+        body.stride(0),
         ROT_INPUT=not pose2rot,
         **sk,
     )
@@ -623,6 +643,7 @@ def _bwd_impl(
     g_pk: Optional[torch.Tensor],  # noqa: UP045
     betas: torch.Tensor,
     pose: torch.Tensor,
+    pose_body: Optional[torch.Tensor],  # noqa: UP045
     camera: Optional[torch.Tensor],  # noqa: UP045
     joints: torch.Tensor,
     kps: torch.Tensor,
@@ -642,8 +663,12 @@ def _bwd_impl(
     rout: torch.Tensor,
     pose2rot: bool,
     precision: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> grads of (betas (B, L), pose (B, J*3) or (B, J*9), transl (B, 3), camera (B, 3)).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> grads of (betas (B, L), pose, pose_body, transl (B, 3), camera (B, 3)).
+
+    The pose gradients have the pose inputs' shapes, dense: with pose_body None one (B, J*S)
+    and an empty pose_body gradient; else the root's (B, S) and the body's (B, (J-1) S),
+    separate tensors, so autograd hands them to leaf inputs without a copy.
 
     The output gradients may be None (autograd gave none: read as zeros) or strided (e.g.
     the expanded, all-stride-0 gradients of a `.sum()` loss): the kernels read them through
@@ -660,12 +685,15 @@ def _bwd_impl(
     new = betas.new_empty
     g_betas = new(batch, num_betas)
     g_pose = new(pose.shape)
+    g_body = new(0) if pose_body is None else new(pose_body.shape)
+    g_root, g_rest = _pose_parts(g_pose, None if pose_body is None else g_body, pose2rot)
+    root, body = _pose_parts(pose, pose_body, pose2rot)
     g_transl = new(batch, 3)
     g_camera = new(batch, 3)
     if batch == 0:
-        return g_betas, g_pose, g_transl, g_camera
+        return g_betas, g_pose, g_body, g_transl, g_camera
     if FILL_OUTPUTS_WITH_NAN:
-        for t in (g_betas, g_pose, g_transl, g_camera):
+        for t in (g_betas, g_pose, g_body, g_transl, g_camera):
             t.fill_(float("nan"))
     use_dot, prec = _dot_settings(betas, precision)
     cfg = backward_launches(batch, num_verts, use_dot, prec, _launch_arch(betas.device),
@@ -769,7 +797,8 @@ def _bwd_impl(
     _launch(
         _kb._smpl_skeleton_bwd_kernel,
         grid,
-        pose,
+        root,
+        body,
         betas,
         joint_template,
         joint_shapedirs,
@@ -783,32 +812,39 @@ def _bwd_impl(
         gfk,
         gtr,
         g_betas,
-        g_pose,
+        g_root,
+        g_rest,
         g_transl,
         batch,
         num_betas,
         num_joints,
         split_rel,
         split_coef,
+        root.stride(0),
+        body.stride(0),
+        g_root.stride(0),
+        g_rest.stride(0),
         ROT_INPUT=not pose2rot,
         USE_DOT=use_dot,
         **sb,
     )
-    return g_betas, g_pose, g_transl, g_camera
+    return g_betas, g_pose, g_body, g_transl, g_camera
 
 
 def _num_splits(batch: int, num_verts: int, cfg: dict, num_sms: int) -> int:
     return _kf.num_splits(batch, num_verts, cfg["BLOCK_B"], cfg["BLOCK_V"], num_sms)
 
 
-def _plain_outputs(betas, pose, transl, camera, model: ModelTensors, u_idx, rout, num_kp,
-                   pose2rot):
+def _plain_outputs(betas, pose, pose_body, transl, camera, model: ModelTensors, u_idx, rout,
+                   num_kp, pose2rot):
     """What the smpl_fwd op computes, in plain differentiable torch ops (its oracle form).
 
     model: the plan's ModelTensors (the mesh, or in keypoint mode its vertex subset); u_idx and
     rout: the plan's readout rows and matrix. Returns (verts, joints, kps, pj, pk).
     """
     batch = betas.shape[0]
+    if pose_body is not None:
+        pose = torch.cat([pose, pose_body], dim=1)
     if transl is None:
         transl = betas.new_zeros(batch, 3)
     if camera is None:  # the op's projections are then zero
@@ -832,25 +868,25 @@ def _plain_outputs(betas, pose, transl, camera, model: ModelTensors, u_idx, rout
 
 
 def _plain_backward(ctx, grads_out) -> tuple:
-    """The op's gradients for (betas, pose, transl, camera) by differentiating
+    """The op's gradients for (betas, pose, pose_body, transl, camera) by differentiating
     `_plain_outputs` at the saved inputs: recorded when create_graph=True (double backward),
     plain tensors when a transform batches the backward."""
-    (betas, pose, camera, joints, kps, _world, _rel, _coeffs, vt, bd, jt, jsd, si, sw, parent,
-     _depth, _desc, _vert_to_u, rout, transl, u_idx) = ctx.saved_tensors
+    (betas, pose, pose_body, camera, joints, kps, _world, _rel, _coeffs, vt, bd, jt, jsd, si,
+     sw, parent, _depth, _desc, _vert_to_u, rout, transl, u_idx) = ctx.saved_tensors
     parents = (-1,) + tuple(int(p) for p in parent[1:].tolist())
     model = ModelTensors(vt, interleaved_blend_dirs(bd, vt.shape[0]), jt, jsd, parents, si, sw,
                          u_idx.new_zeros(0).long())
-    inputs = (betas, pose, transl, camera)
-    wanted = [i for i in range(4) if ctx.needs_input_grad[i]]
+    inputs = (betas, pose, pose_body, transl, camera)
+    wanted = [i for i in range(5) if ctx.needs_input_grad[i] and inputs[i] is not None]
     with torch.enable_grad():
         outs = _plain_outputs(*inputs, model, u_idx, rout, kps.shape[1], ctx.pose2rot)
     pairs = [(o, g) for o, g in zip(outs, grads_out) if g is not None and o.requires_grad]
     if not wanted or not pairs:
-        return (None,) * 4
+        return (None,) * 5
     grads = torch.autograd.grad([o for o, _ in pairs], [inputs[i] for i in wanted],
                                 [g for _, g in pairs], create_graph=torch.is_grad_enabled(),
                                 allow_unused=True)
-    result = [None] * 4
+    result = [None] * 5
     for i, g in zip(wanted, grads):
         result[i] = torch.zeros_like(inputs[i]) if g is None else g
     return tuple(result)
@@ -871,6 +907,7 @@ def _register():
         (
             betas,
             pose,
+            pose_body,
             transl,
             camera,
             vt,
@@ -898,6 +935,7 @@ def _register():
         ctx.save_for_backward(
             betas,
             pose,
+            pose_body,
             camera,
             joints,
             kps,
@@ -926,6 +964,7 @@ def _register():
         (
             betas,
             pose,
+            pose_body,
             camera,
             joints,
             kps,
@@ -948,7 +987,7 @@ def _register():
         ) = ctx.saved_tensors
 
         # Missing and strided (e.g. expanded) gradients go to the kernels as they are.
-        g_betas, g_pose, g_transl, g_camera = torch.ops.hmr_fast.smpl_bwd(
+        g_betas, g_pose, g_body, g_transl, g_camera = torch.ops.hmr_fast.smpl_bwd(
             g_verts,
             g_joints,
             g_kps,
@@ -956,6 +995,7 @@ def _register():
             g_pk,
             betas,
             pose,
+            pose_body,
             camera,
             joints,
             kps,
@@ -979,6 +1019,7 @@ def _register():
         return (
             g_betas,
             g_pose,
+            None if pose_body is None else g_body,
             None if transl is None else g_transl,
             None if camera is None else g_camera,
         ) + (None,) * 16
@@ -1007,6 +1048,16 @@ def _check_tensor(name: str, t, shape: tuple, dtype: torch.dtype, device: torch.
         raise ValueError(f"{name}: expected device {device} (the model's), got {t.device}")
 
 
+def _dim(t) -> int:
+    return t.dim() if isinstance(t, torch.Tensor) else -1
+
+
+def _columns_dense(t: torch.Tensor) -> torch.Tensor:
+    """t (B, n) with contiguous columns, as the kernels read it; the row stride may be
+    anything (0 when expanded from batch 1), so only an odd layout is copied."""
+    return t if t.shape[1] <= 1 or t.stride(1) == 1 else t.contiguous()
+
+
 def smpl_forward_triton(
     model: ModelTensors,
     betas: torch.Tensor,
@@ -1027,7 +1078,9 @@ def smpl_forward_triton(
         model: the full model (ModelTensors).
         betas: (B, L).
         pose: (B, J*3) axis-angle (also (B, J, 3)) if pose2rot, else (B, J, 3, 3) rotation
-            matrices (also (B, J, 9)).
+            matrices (also (B, J, 9)); or a pair (global_orient (B, S), body_pose
+            (B, (J-1) S)), S = 3 or 9, read in place: no concatenation, and each part's
+            gradient is its own dense tensor.
         transl: (B, 3) or None.
         pose2rot: axis-angle input.
         return_verts: False = keypoint mode: only the vertices the 21 vertex joints and the
@@ -1071,18 +1124,22 @@ def smpl_forward_triton(
         )
     batch = betas.shape[0]
     _check_tensor("betas", betas, (batch, m.joint_shapedirs.shape[2]), dtype, device)
-    if pose2rot:
-        if isinstance(pose, torch.Tensor) and pose.dim() == 3:
-            _check_tensor("pose", pose, (batch, num_joints, 3), dtype, device)
-        else:
-            _check_tensor("pose", pose, (batch, num_joints * 3), dtype, device)
-        pose_flat = pose.reshape(batch, num_joints * 3)
+    size = 3 if pose2rot else 9
+    if isinstance(pose, (tuple, list)):
+        if len(pose) != 2:
+            raise ValueError(f"pose: expected a tensor or a pair (global_orient, body_pose), "
+                             f"got a sequence of {len(pose)}")
+        _check_tensor("pose[0] (global_orient)", pose[0], (batch, size), dtype, device)
+        _check_tensor("pose[1] (body_pose)", pose[1], (batch, (num_joints - 1) * size), dtype,
+                      device)
+        pose_root, pose_body = (_columns_dense(t) for t in pose)
     else:
-        if isinstance(pose, torch.Tensor) and pose.dim() == 3:
-            _check_tensor("pose", pose, (batch, num_joints, 9), dtype, device)
+        if pose2rot:
+            want = (batch, num_joints, 3) if _dim(pose) == 3 else (batch, num_joints * 3)
         else:
-            _check_tensor("pose", pose, (batch, num_joints, 3, 3), dtype, device)
-        pose_flat = pose.reshape(batch, num_joints * 9)
+            want = (batch, num_joints, 9) if _dim(pose) == 3 else (batch, num_joints, 3, 3)
+        _check_tensor("pose", pose, want, dtype, device)
+        pose_root, pose_body = _columns_dense(pose.reshape(batch, num_joints * size)), None
     # A missing translation or camera stays None (a kernel flag, no zero fill); contiguous()
     # copies only inputs that are not (e.g. expanded from batch 1).
     if transl is not None:
@@ -1092,7 +1149,8 @@ def smpl_forward_triton(
         _check_tensor("camera", camera, (batch, 3), dtype, device)
     verts, joints, kps, pj, pk, _w, _r, _c = torch.ops.hmr_fast.smpl_fwd(
         betas.contiguous(),
-        pose_flat.contiguous(),
+        pose_root,
+        pose_body,
         transl,
         None if camera is None else camera.contiguous(),
         m.v_template,
