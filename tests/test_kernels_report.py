@@ -104,7 +104,12 @@ def _check_report(procs: dict, triton_version: str) -> None:
 def test_report_both_arches():
     # Both arches at once (two cores); each is minutes of compilation on a cold cache.
     cmd = [sys.executable, "-m", "hmr_fast.ops.compile_report"]
-    _check_report({arch: _start_report(cmd, arch) for arch in CAPABILITY}, "pinned")
+    # Labelled with the Triton that runs it (3.8 here; 3.6 in an environment like the GPU
+    # machines'), so the documented spills apply by version.
+    import triton
+
+    version = ".".join(triton.__version__.split(".")[:2])
+    _check_report({arch: _start_report(cmd, arch) for arch in CAPABILITY}, version)
 
 
 @pytest.mark.skipif(not os.path.exists(TRITON36),

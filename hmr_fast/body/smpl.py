@@ -568,7 +568,8 @@ class SMPLLayer(nn.Module):
                                  f"{value.shape[1]} coefficients (shape {tuple(value.shape)})")
             sizes[name] = self._check(name, value, shapes[name], device, None)
         self._check_finite({name: inputs[name] for name in sizes})
-        batch = max(sizes.values(), default=1)
+        # (not max(..., default=): torch 2.11's dynamo breaks the graph on that keyword)
+        batch = max(sizes.values()) if sizes else 1
         wrong = {k: v for k, v in sizes.items() if v not in (1, batch)}
         if wrong:
             raise ValueError(f"mismatched batch sizes {sizes}: each input must have batch "

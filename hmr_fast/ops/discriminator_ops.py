@@ -25,10 +25,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 import triton
-from torch.library import wrap_triton
 
 from hmr_fast.body.constants import NUM_BODY_JOINTS
 from hmr_fast.ops.kernels_loader import kernels_package
+from hmr_fast.ops.triton_launch import is_interpreted, launch
 
 kernels_package()  # kernels/ is hmr_fast.kernels, also in a checkout that is not installed
 from hmr_fast.kernels import discriminator as _kernels  # noqa: E402
@@ -57,7 +57,7 @@ _INTERPRET_MAX_BLOCK = 1024
 
 def _kernels_interpreted() -> bool:
     """True when the kernels were defined under TRITON_INTERPRET=1 (they run on CPU tensors)."""
-    return type(_kernels._disc_heads_fwd_kernel).__name__ == "InterpretedFunction"
+    return is_interpreted(_kernels._disc_heads_fwd_kernel)
 
 
 def check_triton_device(x: torch.Tensor) -> None:
@@ -124,9 +124,8 @@ def launch_disc_heads_fwd(
         return
     cfg = _launch_config(x, _kernels.GPU_FWD_CONFIG)
     grid = (triton.cdiv(n_rows, cfg["BLOCK_M"]),)
-    wrap_triton(_kernels._disc_heads_fwd_kernel)[grid](
-        x, w1, b1, w2, b2, wh, bh, h2_out, scores_out, n_rows, **cfg
-    )
+    launch(_kernels._disc_heads_fwd_kernel, grid, x, w1, b1, w2, b2, wh, bh, h2_out,
+           scores_out, n_rows, **cfg)
 
 
 def launch_disc_heads_bwd(
@@ -151,7 +150,9 @@ def launch_disc_heads_bwd(
     tiles_per_prog = triton.cdiv(num_tiles, _MAX_BWD_PROGRAMS)
     n_progs = triton.cdiv(num_tiles, tiles_per_prog)
     partial = w1.new_empty(n_progs, _PARTIAL_SIZE)
-    wrap_triton(_kernels._disc_heads_bwd_kernel)[(n_progs,)](
+    launch(
+        _kernels._disc_heads_bwd_kernel,
+        (n_progs,),
         x,
         w1,
         b1,

@@ -29,15 +29,17 @@ kernel sums them, BLOCK_S splits per round trip (no atomics, no torch reduction;
 order every run). At most smpl_fwd.MAX_SPLITS splits. The kernels read the blend directions
 in the plan's planar (KC, 3, VP) layout (TritonPlan.blend_planar). Sample tiles are on
 grid axis 0 (2**31 - 1 programs). GPU block sizes depend on the precision and the GPU family
-(sm_90 or the rest, read from the device's compute capability); every SMPL variant compiles
-without register spills for sm_90a and sm_80 under triton 3.6 and 3.8
-(``hmr-fast kernels-report``, tests/test_kernels_report.py).
+(sm_90 or the rest, read from the device's compute capability). For sm_90a and sm_80 under
+triton 3.6 and 3.8 every variant compiles, and the default precisions without register
+spills; the few spills left (opt-in precisions, fp64) are tabled with estimated costs in
+BENCHMARKS.md (``hmr-fast kernels-report``, tests/test_kernels_report.py).
 
 Ops: ``torch.ops.hmr_fast.smpl_fwd`` / ``smpl_bwd``, registered with
 ``torch.library.triton_op`` + ``wrap_triton`` when the kernels are compiled (CUDA), so
 torch.compile and inductor see the kernels; the autograd formula is attached with
 ``torch.library.register_autograd``. Under ``TRITON_INTERPRET=1`` ``wrap_triton`` cannot trace
-interpreted kernels (it returns them unchanged, and fake tensors would then be launched), so
+interpreted kernels (torch 2.14 returns them unchanged, 2.11 refuses them; see
+``hmr_fast/ops/triton_launch.py``), so
 the same bodies are registered as opaque ``torch.library.custom_op``s with a fake
 implementation (the body with launches skipped for fake tensors).
 
@@ -70,6 +72,8 @@ from hmr_fast.ops import reference
 from hmr_fast.ops.dispatch import backward_is_recorded_or_batched
 from hmr_fast.ops.kernels_loader import kernels_package
 from hmr_fast.ops.reference import ModelTensors
+from hmr_fast.ops.triton_launch import is_interpreted
+from hmr_fast.ops.triton_launch import launch as _launch  # the tests count through this name
 
 _OP_NAMESPACE = "hmr_fast"
 
@@ -77,17 +81,8 @@ kernels_package()
 from hmr_fast.kernels import smpl_bwd as _kb  # noqa: E402
 from hmr_fast.kernels import smpl_fwd as _kf  # noqa: E402
 
-
-def _is_interpreted(kernel) -> bool:
-    try:
-        from triton.runtime.interpreter import InterpretedFunction
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(kernel, InterpretedFunction)
-
-
 # Decided once, when the kernels were defined (TRITON_INTERPRET must be set before that).
-INTERPRETED = _is_interpreted(_kf._smpl_vertex_fwd_kernel)
+INTERPRETED = is_interpreted(_kf._smpl_vertex_fwd_kernel)
 _BLOCK_J = _kf.NUM_JOINT_SLOTS
 # Tests set this to allocate every kernel output NaN-filled, so an element a kernel fails to
 # write shows up as NaN.
@@ -296,25 +291,6 @@ def _require_launchable(*tensors: torch.Tensor) -> None:
                 "them on CPU tensors set TRITON_INTERPRET=1 before hmr_fast.kernels is "
                 "imported, or use the torch backend"
             )
-
-
-def _is_fake(t: torch.Tensor) -> bool:
-    from torch._subclasses.fake_tensor import is_fake
-
-    return is_fake(t)
-
-
-def _launch(kernel, grid, *args, **meta) -> None:
-    if INTERPRETED:
-        # Interpreted kernels cannot be traced; in the fake implementation only the output
-        # allocation matters.
-        if any(isinstance(a, torch.Tensor) and _is_fake(a) for a in args):
-            return
-        kernel[grid](*args, **meta)
-    else:
-        from torch.library import wrap_triton
-
-        wrap_triton(kernel)[grid](*args, **meta)
 
 
 def triton_cdiv(a: int, b: int) -> int:
