@@ -419,3 +419,30 @@ def test_checked_twin_is_built_with_the_check_on(monkeypatch):
     assert len(checked) == 2 * len(gr.CHECKED_IMPLS)
     assert all(b[2] == gr.HMR_IMPLS[twin]["backend"] for b in checked
                for twin in gr.CHECKED_IMPLS.values())
+
+
+# What the GPU machines lack (shared/GPU.md lists what they have; smplx and nvtx are carried
+# as wheels). The GPU check must not need any of these.
+_ABSENT_ON_GPU_MACHINES = ("yaml", "numba", "h5py", "onnx", "onnxruntime")
+
+
+def test_gpu_check_needs_nothing_the_gpu_machines_lack():
+    # None in sys.modules: `import x` raises ImportError and importlib.util.find_spec(x)
+    # answers None, as for a package that is not installed.
+    blocker = f"""
+import sys
+sys.modules.update(dict.fromkeys({_ABSENT_ON_GPU_MACHINES!r}))
+import benchmarks.gpu_parity, benchmarks.gpu_report, benchmarks.gpu_training, benchmarks.gpu_warm
+import tests.test_gpu_compile, tests.test_gpu_smpl, tests.test_gpu_train
+from benchmarks.gpu_training import build_step, train_config
+import torch
+cfg = train_config()
+step, model, disc = build_step(cfg, "torch", torch.device("cpu"))
+print("ok", cfg.backbone, type(step).__name__)
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
+                                                                    os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-c", blocker], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "ok resnet18 TrainStep"

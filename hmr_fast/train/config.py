@@ -14,8 +14,6 @@ import dataclasses
 import difflib
 from pathlib import Path
 
-import yaml
-
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 BACKBONES = ("resnet18", "resnet34", "resnet50")
@@ -219,6 +217,10 @@ def config_path(name: str | Path) -> Path:
 
 def read_yaml(path: str | Path) -> dict:
     """The mapping of a YAML config file (``config_path`` resolves shipped names)."""
+    # pyyaml is imported where YAML is read or written: the GPU machines have none
+    # (shared/GPU.md), and the GPU check builds its configs from the dataclass alone.
+    import yaml
+
     source = config_path(path)
     loaded = yaml.safe_load(source.read_text()) or {}
     if not isinstance(loaded, dict):
@@ -245,6 +247,8 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
 def render_yaml(cfg: TrainConfig | None = None, width: int = 96) -> str:
     """``cfg`` (default: the defaults) as commented YAML: each key with its help text, under
     its section's heading. ``configs/default.yaml`` is this text for the defaults."""
+    import yaml  # not at the top: see read_yaml
+
     cfg = cfg or TrainConfig()
     lines = [
         "# hmr-fast training defaults: the HMR paper's recipe (Kanazawa et al. CVPR 2018) and",
