@@ -6,7 +6,9 @@ Public API:
   keypoint_regressor, camera, precision=None, tf32=False, plan=None)`` -> (vertices or None,
   joints (B, 45, 3), keypoints or None, projected joints or None, projected keypoints or
   None). Differentiable w.r.t. betas, pose (axis-angle through Rodrigues, or the rotation
-  matrices), transl and camera; the model constants get no gradient.
+  matrices), transl and camera; the model constants get no gradient. ``pose`` may be the
+  pair (global_orient, body_pose), read in place (the layer's call: no concatenation, and
+  each part gets its own dense gradient).
 * ``make_plan(model, keypoint_regressor, vertices=...)`` / ``get_plan`` (cached): everything
   the kernels need besides the per-call inputs. With ``vertices=False`` (keypoint mode) the
   plan holds ``reference.vertex_subset`` of the model over only the vertices the 21 vertex
@@ -21,7 +23,8 @@ Launches, all of them (tests/test_launch_count.py counts torch's too): forward 3
 vertex, readout+projection), backward 4 (readout, vertex A-gradient, vertex
 blend-coefficient gradient, skeleton), with no fill, copy or host sync around them: a missing
 translation or camera is a kernel flag, missing output gradients are flags and present ones
-are read through their strides (a `.sum()` loss's expanded gradients are not copied). See
+are read through their strides (a `.sum()` loss's expanded gradients are not copied), and
+the pose parts are read through their row strides (a batch-1 orientation: stride 0). See
 kernels/smpl_fwd.py and kernels/smpl_bwd.py. The two vertex backward kernels accumulate
 per-split partial sums in registers over their vertex tiles and store them once to
 (NSPLIT, B, ...) buffers (so no zero fill, no read-modify-write); the skeleton backward
