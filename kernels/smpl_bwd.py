@@ -546,8 +546,8 @@ def _smpl_skeleton_bwd_kernel(
     gfk_ptr,  # (B, J, 3) grad of the 24 posed joints
     gtr_ptr,  # (B, 3) transl grad through the posed joints
     gbetas_ptr,  # out (B, L)
-    groot_ptr,  # out (B, S) the root's pose gradient
-    gbody_ptr,  # out (B, (J-1) S) the other joints'
+    groot_ptr,  # out (B, S) the root's pose gradient; (B, J*S) all of it unless POSE_PAIR
+    gbody_ptr,  # out (B, (J-1) S) the other joints' (POSE_PAIR only; else not touched)
     gtransl_ptr,  # out (B, 3)
     B,
     L,
@@ -559,6 +559,7 @@ def _smpl_skeleton_bwd_kernel(
     groot_sb,
     gbody_sb,
     ROT_INPUT: tl.constexpr,
+    POSE_PAIR: tl.constexpr,
     USE_DOT: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_J: tl.constexpr,
@@ -745,8 +746,18 @@ def _smpl_skeleton_bwd_kernel(
         acc -= tl.sum(vz * tl.load(psd + 2 * L, mask=msd, other=0.0)[None, :, :], axis=1)
         tl.store(gbetas_ptr + ob2 * L + ol[None, :], acc, mask=mbl)
 
+    # Where each joint's pose gradient goes: two tensors (root, body) when POSE_PAIR, else
+    # one (B, J*S) at groot_ptr. Never one tensor and a view of it as two outputs: under
+    # torch.compile each written argument is cloned on its own, and a view's clone no longer
+    # aliases its base (torch's triton_kernel_wrap notes it). The branch is here, not in a
+    # helper: inductor's analysis counts every argument of a called function that returns
+    # the stored-to pointer as written.
+    if POSE_PAIR:
+        gb = _pose_addr(groot_ptr, gbody_ptr, ob2, oj2, groot_sb, gbody_sb,
+                        9 if ROT_INPUT else 3)
+    else:
+        gb = groot_ptr + ob2 * groot_sb + oj2 * (9 if ROT_INPUT else 3)
     if ROT_INPUT:
-        gb = _pose_addr(groot_ptr, gbody_ptr, ob2, oj2, groot_sb, gbody_sb, 9)
         tl.store(gb + 0, r00, mask=m2)
         tl.store(gb + 1, r01, mask=m2)
         tl.store(gb + 2, r02, mask=m2)
@@ -762,7 +773,6 @@ def _smpl_skeleton_bwd_kernel(
         y = tl.load(pb + 1, mask=m2, other=0.0)
         z = tl.load(pb + 2, mask=m2, other=0.0)
         dx, dy, dz = _rodrigues_bwd(x, y, z, r00, r01, r02, r10, r11, r12, r20, r21, r22)
-        gb = _pose_addr(groot_ptr, gbody_ptr, ob2, oj2, groot_sb, gbody_sb, 3)
         tl.store(gb + 0, dx, mask=m2)
         tl.store(gb + 1, dy, mask=m2)
         tl.store(gb + 2, dz, mask=m2)
@@ -879,7 +889,8 @@ def skeleton_bwd_signature(dt: str) -> dict:
     sig.update({k: "i32" for k in ("B", "L", "NJ", "NSPLIT", "NSPLIT_C", "root_sb", "body_sb",
                                    "groot_sb", "gbody_sb")})
     sig.update({k: "constexpr"
-                for k in ("ROT_INPUT", "USE_DOT", "BLOCK_B", "BLOCK_J", "BLOCK_L", "BLOCK_S")})
+                for k in ("ROT_INPUT", "POSE_PAIR", "USE_DOT", "BLOCK_B", "BLOCK_J", "BLOCK_L",
+                          "BLOCK_S")})
     return sig
 
 
@@ -896,16 +907,20 @@ def _aot_variants() -> list[dict]:
         )
         cfg = GPU_SKELETON_BWD if dt == "fp32" else GPU_SKELETON_BWD_F64
         for rot in (False, True):
-            out.append(
-                _variant(
-                    f"smpl_skeleton_bwd_{dt}_{'rotmat' if rot else 'aa'}",
-                    _smpl_skeleton_bwd_kernel,
-                    skeleton_bwd_signature(dt),
-                    cfg,
-                    ROT_INPUT=rot,
-                    USE_DOT=dt == "fp32",
+            # POSE_PAIR: the layer's (global_orient, body_pose); else one (B, J*S) pose.
+            for pair in (True, False):
+                out.append(
+                    _variant(
+                        f"smpl_skeleton_bwd_{dt}_{'rotmat' if rot else 'aa'}"
+                        f"{'' if pair else '_onepose'}",
+                        _smpl_skeleton_bwd_kernel,
+                        skeleton_bwd_signature(dt),
+                        cfg,
+                        ROT_INPUT=rot,
+                        POSE_PAIR=pair,
+                        USE_DOT=dt == "fp32",
+                    )
                 )
-            )
     kernels = (
         ("rel", _smpl_vertex_bwd_rel_kernel, vertex_bwd_rel_signature, GPU_VERTEX_BWD_REL),
         ("coef", _smpl_vertex_bwd_coef_kernel, vertex_bwd_coef_signature, GPU_VERTEX_BWD_COEF),

@@ -579,6 +579,9 @@ def runtime_ints(variant: dict, batch: int, keypoint_mode: bool) -> dict:
     # gradients likewise.
     s = 9 if c.get("ROT_INPUT", False) else 3
     ints.update(root_sb=s, body_sb=(m["NJ"] - 1) * s, groot_sb=s, gbody_sb=(m["NJ"] - 1) * s)
+    if not c.get("POSE_PAIR", True):  # one (B, J*S) pose and gradient
+        ints.update(root_sb=m["NJ"] * s, body_sb=m["NJ"] * s, groot_sb=m["NJ"] * s,
+                    gbody_sb=m["NJ"] * s)
     has_gv = c.get("HAS_GV", False)
     ints.update(gv_sb=3 * v if has_gv else 0, gv_sv=3 if has_gv else 0, gv_sc=int(has_gv))
     if "BLOCK_V" in c:

@@ -664,8 +664,11 @@ def _bwd_impl(
     new = betas.new_empty
     g_betas = new(batch, num_betas)
     g_pose = new(pose.shape)
-    g_body = new(0) if pose_body is None else new(pose_body.shape)
-    g_root, g_rest = _pose_parts(g_pose, None if pose_body is None else g_body, pose2rot)
+    pair = pose_body is not None
+    g_body = new(pose_body.shape) if pair else new(0)
+    # One pose: its whole gradient goes to g_pose (the kernel leaves the second pointer
+    # alone; kernels/smpl_bwd.py says why it is not a view of g_pose).
+    g_rest = g_body if pair else g_pose
     root, body = _pose_parts(pose, pose_body, pose2rot)
     g_transl = new(batch, 3)
     g_camera = new(batch, 3)
@@ -791,7 +794,7 @@ def _bwd_impl(
         gfk,
         gtr,
         g_betas,
-        g_root,
+        g_pose,
         g_rest,
         g_transl,
         batch,
@@ -801,9 +804,10 @@ def _bwd_impl(
         split_coef,
         root.stride(0),
         body.stride(0),
-        g_root.stride(0),
+        g_pose.stride(0),
         g_rest.stride(0),
         ROT_INPUT=not pose2rot,
+        POSE_PAIR=pair,
         USE_DOT=use_dot,
         **sb,
     )
