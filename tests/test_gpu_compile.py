@@ -193,6 +193,7 @@ def test_inductor_over_an_hmr_training_step():
 def test_inductor_access_analysis_with_this_machines_torch():
     # The CPU suite runs tests/test_inductor_access.py under the pinned torch; here it runs
     # under the GPU machine's (2.11 there), whose analysis API differs, with the real driver.
-    from tests.test_inductor_access import test_inductor_sees_exactly_each_kernels_outputs
+    from tests import test_inductor_access as access
 
-    test_inductor_sees_exactly_each_kernels_outputs()
+    access.test_inductor_sees_exactly_each_kernels_outputs()
+    access.test_compile_decomposes_the_ops_into_their_kernels_on_fake_cuda()
