@@ -28,6 +28,7 @@ test: $(STAMP) $(T36_STAMP)
 # suite, the kernels under the interpreter, run from the tree with no install. Not part of
 # `make test`: a 5 GB environment and about 8 minutes. numpy 2.2: triton 3.6's interpreter
 # fails under numpy 2.4 (int() of a 1-element array); the GPU path does not use it.
+# tests/test_packaging.py is left out: it builds the wheel (setuptools, not torch's business).
 T211 ?= $(HOME)/.cache/hmr-fast/torch-2.11
 test-torch211:
 	test -x $(T211)/bin/python || python3 -m venv $(T211)
