@@ -11,6 +11,7 @@ from hmr_fast import SMPL
 from hmr_fast.ops import naive
 from hmr_fast.ops import reference as ref
 from tests.model_factory import random_model_data, write_clean_pkl
+from tests.spies import record_calls
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +29,7 @@ def inputs(batch=2, dtype=torch.float32, seed=0):
 @pytest.fixture
 def plain_calls(monkeypatch):
     """Counts calls of the plain path (naive.lbs) without changing what it returns."""
-    calls = []
-    original = naive.lbs
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(naive, "lbs", counting)
-    return calls
+    return record_calls(monkeypatch, naive, "lbs")
 
 
 @pytest.mark.parametrize("grad", [False, True])

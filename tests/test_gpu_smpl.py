@@ -20,6 +20,7 @@ import torch
 
 from benchmarks import gpu_parity as gp
 from tests.seeding import rng
+from tests.spies import record_calls
 
 CUDA = torch.cuda.is_available()
 pytestmark = [
@@ -73,15 +74,8 @@ def fused_calls(monkeypatch):
     """Counts calls of the fused entry point, so a silent fallback to the torch path fails."""
     from hmr_fast.ops import smpl_triton
 
-    calls = []
-    original = smpl_triton.smpl_forward_triton
-
-    def counting(*args, **kwargs):
-        calls.append(kwargs.get("precision"))
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(smpl_triton, "smpl_forward_triton", counting)
-    return calls
+    return record_calls(monkeypatch, smpl_triton, "smpl_forward_triton",
+                        lambda *args, **kwargs: kwargs.get("precision"))
 
 
 def _parity(layer, batch, pose2rot, return_verts, fused_calls):

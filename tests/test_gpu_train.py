@@ -20,6 +20,7 @@ import torch
 
 from benchmarks.gpu_training import build_step, synthetic_batch, train_config
 from tests.seeding import rng
+from tests.spies import record_calls
 
 CUDA = torch.cuda.is_available()
 pytestmark = [
@@ -59,14 +60,7 @@ def test_fused_and_unfused_training_agree(deterministic_cudnn, monkeypatch):
     device = torch.device("cuda")
     gen = torch.Generator().manual_seed(int(rng().integers(2**31)))
     batches = [synthetic_batch(8, 64, device, gen) for _ in range(STEPS)]
-    calls = []
-    original = smpl_triton.smpl_forward_triton
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(smpl_triton, "smpl_forward_triton", counting)
+    calls = record_calls(monkeypatch, smpl_triton, "smpl_forward_triton")
     fused, init_f = run_steps("triton", batches, device)
     assert len(calls) == STEPS, "the fused run did not use the Triton SMPL path every step"
     unfused, init_u = run_steps("torch", batches, device)

@@ -10,14 +10,16 @@ tensors (the custom ops' shape-only fake implementations) not at all.
 from __future__ import annotations
 
 import torch
+from torch.library import wrap_triton
+
+try:  # resolved once: launch() runs on every kernel launch
+    from triton.runtime.interpreter import InterpretedFunction
+except ImportError:  # pragma: no cover
+    InterpretedFunction = ()  # isinstance(x, ()) is False
 
 
 def is_interpreted(kernel) -> bool:
     """True when ``kernel`` was defined under TRITON_INTERPRET=1."""
-    try:
-        from triton.runtime.interpreter import InterpretedFunction
-    except ImportError:  # pragma: no cover
-        return False
     return isinstance(kernel, InterpretedFunction)
 
 
@@ -34,6 +36,4 @@ def launch(kernel, grid, *args, **meta) -> None:
             return  # a fake implementation: only the outputs' allocation matters
         kernel[grid](*args, **meta)
     else:
-        from torch.library import wrap_triton
-
         wrap_triton(kernel)[grid](*args, **meta)
